@@ -242,7 +242,7 @@ int jnl_retire(jnl_t *j, uint64_t below, unsigned *dropped)
     pthread_mutex_lock(&j->mu);
     if (j->closed || j->closing || j->opt.read_only) {
         pthread_mutex_unlock(&j->mu);
-        return TM_ECLOSED;
+        return j->opt.read_only ? -EROFS : TM_ECLOSED;
     }
     size_t k = 0;
     while (k + 1 < j->nsegs && j->segs[k + 1].first_lsn <= below)

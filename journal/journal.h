@@ -142,8 +142,8 @@ typedef struct jnl_buf {
  * concatenation of bufs. The payload is copied: bufs may be reused when this
  * returns. On 0, req->lsn and req->pos are set and cb runs exactly once, on
  * the writer thread. Errors (cb never runs): TM_EINVAL (type 0), TM_ETOOBIG
- * (payload over max_record), TM_ECLOSED, TM_EFAILED (a failure is not cleared
- * yet; see docs), -ENOMEM.
+ * (payload over max_record), TM_ECLOSED, -EROFS (opened read_only),
+ * TM_EFAILED (a failure is not cleared yet; see jnl_recover()), -ENOMEM.
  */
 int jnl_append(jnl_t *j, jnl_append_req_t *req, uint8_t type, const jnl_buf_t *bufs, unsigned nbufs,
                unsigned flags, jnl_append_cb cb);

@@ -174,6 +174,10 @@ int jnl_append(jnl_t *j, jnl_append_req_t *req, uint8_t type, const jnl_buf_t *b
         rc = TM_ECLOSED;
         goto out_unlock;
     }
+    if (!j->writer_started) {
+        rc = -EROFS; /* opened read_only */
+        goto out_unlock;
+    }
     if (j->error) {
         uint64_t now = tm_mono_ns();
         if (now - j->last_retry_ns >= (uint64_t)j->opt.retry_ms * 1000000u) {
