@@ -1,0 +1,355 @@
+/*
+ * `tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES]`
+ *
+ * At this stage the appliance opens (and so recovers) its journal, reports
+ * what it found on stdout, and runs a libuv loop until SIGINT or SIGTERM,
+ * then closes the journal and exits 0. Settings: embedded defaults, then the
+ * config file, then flags (config.h). The listeners of the later stages
+ * (--agents, --api, --nbd) are not accepted yet: each comes with its stage,
+ * and until then it is an unknown option.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "cli/cmd.h"
+#include "cli/config.h"
+#include "journal/journal.h"
+
+typedef struct cli_serve_flags {
+    const char *data;
+    const char *config;
+    const char *segment_size;
+} cli_serve_flags_t;
+
+typedef struct cli_serve {
+    uv_loop_t loop;
+    uv_signal_t sigint;
+    uv_signal_t sigterm;
+    jnl_t *jnl;
+    bool stopping;
+} cli_serve_t;
+
+static void cli__serve_usage(FILE *out)
+{
+    fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES]\n"
+          "  --data DIR            data folder (default " CLI_DEFAULT_DATA ", created 0700)\n"
+          "  --config FILE         settings file: `key = value` lines, keys data and\n"
+          "                        journal.segment_size; flags override it\n"
+          "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n",
+          out);
+}
+
+/* Matches `--name VALUE` and `--name=VALUE`; advances *i past a separate
+ * value. Returns 1 matched, 0 not this option, -1 the value is missing. */
+static int cli__opt_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *value = argv[++*i];
+    return 1;
+}
+
+/* 0, or the exit status to return (usage already printed). */
+static int cli__serve_parse(int argc, char **argv, cli_serve_flags_t *fl, bool *help)
+{
+    static const char *const names[] = {"--data", "--config", "--segment-size"};
+    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size};
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            *help = true;
+            return 0;
+        }
+        int m = 0;
+        for (size_t k = 0; k < sizeof names / sizeof names[0] && m == 0; k++) {
+            m = cli__opt_value(argc, argv, &i, names[k], slots[k]);
+            if (m < 0) {
+                fprintf(stderr, "tidemark: serve: %s needs a value\n", names[k]);
+                goto out_usage;
+            }
+            if (m > 0 && (*slots[k])[0] == '\0') {
+                fprintf(stderr, "tidemark: serve: %s needs a non-empty value\n", names[k]);
+                goto out_usage;
+            }
+        }
+        if (m == 0) {
+            if (argv[i][0] == '-')
+                fprintf(stderr, "tidemark: serve: unknown option '%s'\n", argv[i]);
+            else
+                fprintf(stderr, "tidemark: serve: unexpected argument '%s'\n", argv[i]);
+            goto out_usage;
+        }
+    }
+    return 0;
+
+out_usage:
+    cli__serve_usage(stderr);
+    return CLI_EXIT_USAGE;
+}
+
+/* Defaults, then the file, then the flags. 0 or an exit status. */
+static int cli__serve_settings(const cli_serve_flags_t *fl, cli_config_t *cfg)
+{
+    char err[PATH_MAX + 256];
+    int rc = cli_config_defaults(cfg);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: %s\n", tm_strerror(rc));
+        return CLI_EXIT_FAIL;
+    }
+    if (fl->config) {
+        rc = cli_config_load(cfg, fl->config, err, sizeof err);
+        if (rc != 0) {
+            fprintf(stderr, "tidemark: config: %s\n", err);
+            return rc == -ENOMEM ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
+        }
+    }
+    if (fl->data && cli_config_set_data(cfg, fl->data) != 0) {
+        fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
+        return CLI_EXIT_FAIL;
+    }
+    if (fl->segment_size &&
+        cli_config_parse_segment_size(fl->segment_size, &cfg->segment_size, err, sizeof err) != 0) {
+        fprintf(stderr, "tidemark: serve: --segment-size: %s\n", err);
+        cli__serve_usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Create dir (mode 0700) unless it is there already. 0 or -errno. */
+static int cli__ensure_dir(const char *dir)
+{
+    struct stat st;
+    if (mkdir(dir, 0700) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -errno;
+    if (stat(dir, &st) != 0)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static void cli__fmt_bytes(uint64_t n, char *buf, size_t len)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(buf, len, "%" PRIu64 " bytes", n);
+        return;
+    }
+    double v = (double)n / 1024;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+static void cli__report(const char *data_dir, const char *jdir, const jnl_options_t *opts, jnl_t *j)
+{
+    jnl_stats_t st;
+    char abs[PATH_MAX];
+    char size[32];
+    char maxrec[32];
+    char use[32];
+
+    jnl_get_stats(j, &st);
+    cli__fmt_bytes(opts->segment_size ? opts->segment_size : JNL_DEFAULT_SEGMENT, size, sizeof size);
+    cli__fmt_bytes(opts->max_record ? opts->max_record : JNL_DEFAULT_MAX_RECORD, maxrec, sizeof maxrec);
+    cli__fmt_bytes(st.disk_bytes, use, sizeof use);
+
+    printf("tidemark %s\n", TM_VERSION);
+    printf("  data folder: %s\n", realpath(data_dir, abs) ? abs : data_dir);
+    /* A new journal's id reaches the disk with its first segment; until
+     * then each start picks another. */
+    printf("  journal:     %s (id %016" PRIx64 "%s)\n", realpath(jdir, abs) ? abs : jdir, st.journal_id,
+           st.segments ? "" : ", not yet on disk");
+    printf("  segments:    %" PRIu64 " (+%" PRIu64 " spare); new segments %s each, records up to %s\n",
+           st.segments, st.spares, size, maxrec);
+    if (st.durable_lsn == 0)
+        printf("  records:     none yet (next LSN %" PRIu64 ")\n", st.next_lsn);
+    else if (st.first_lsn > st.durable_lsn)
+        printf("  records:     none held (LSNs up to %" PRIu64 " retired; next %" PRIu64 ")\n", st.durable_lsn,
+               st.next_lsn);
+    else
+        printf("  records:     first LSN %" PRIu64 ", durable LSN %" PRIu64 " (next %" PRIu64 ")\n", st.first_lsn,
+               st.durable_lsn, st.next_lsn);
+    if (st.disk_bytes < 1024)
+        printf("  disk use:    %s\n", use);
+    else
+        printf("  disk use:    %s (%" PRIu64 " bytes)\n", use, st.disk_bytes);
+
+    switch (st.end_kind) {
+    case JNL_END_EMPTY:
+        printf("  recovery:    empty (a new journal)\n");
+        break;
+    case JNL_END_CLEAN:
+        printf("  recovery:    clean end at segment %" PRIu64 ", offset %" PRIu64 "\n", st.end_pos.seg,
+               st.end_pos.off);
+        break;
+    case JNL_END_TORN:
+        printf("  recovery:    torn tail cut at segment %" PRIu64 ", offset %" PRIu64 ": %s", st.end_pos.seg,
+               st.end_pos.off, st.end_reason[0] ? st.end_reason : "no reason given");
+        if (st.torn_records)
+            printf(" (%" PRIu64 " unacknowledged record%s dropped)", st.torn_records,
+                   st.torn_records == 1 ? "" : "s");
+        printf("\n");
+        break;
+    }
+    if (st.error != 0)
+        printf("  state:       refusing appends after a failure: %s\n", tm_strerror(st.error));
+}
+
+static void cli__on_signal(uv_signal_t *h, int signum)
+{
+    cli_serve_t *s = h->data;
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    tm_info("tidemark: received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+
+    /* Closing the journal waits for queued appends; nothing appends yet, so
+     * this is quick, and it is not a completion callback (jnl_close's rule). */
+    jnl_close(s->jnl);
+    jnl_destroy(s->jnl);
+    s->jnl = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+/* Run until a signal; the journal is closed by then. 0 or a libuv error. */
+static int cli__serve_loop(cli_serve_t *s)
+{
+    int rc = uv_loop_init(&s->loop);
+    if (rc != 0)
+        return rc;
+
+    rc = uv_signal_init(&s->loop, &s->sigint);
+    if (rc != 0)
+        goto out_close_loop;
+    rc = uv_signal_init(&s->loop, &s->sigterm);
+    if (rc != 0)
+        goto out_close_sigint;
+    s->sigint.data = s;
+    s->sigterm.data = s;
+    rc = uv_signal_start(&s->sigint, cli__on_signal, SIGINT);
+    if (rc == 0)
+        rc = uv_signal_start(&s->sigterm, cli__on_signal, SIGTERM);
+    if (rc != 0)
+        goto out_close_signals;
+
+    /* Printed only once the handlers are in place, so whoever waits for this
+     * line may signal us at once. */
+    printf("tidemark: serving (journal open); stop with Ctrl-C or SIGTERM\n");
+    fflush(stdout);
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    goto out_close_loop;
+
+out_close_signals:
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+out_close_sigint:
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+out_close_loop:
+    /* Every handle must be closed by now; a leak here is a bug, and a plain
+     * assert would vanish in release builds. */
+    if (uv_loop_close(&s->loop) != 0) {
+        fprintf(stderr, "tidemark: bug: a libuv handle was left open at exit\n");
+        abort();
+    }
+    return rc;
+}
+
+int cli_cmd_serve(int argc, char **argv)
+{
+    cli_serve_flags_t fl = {0};
+    cli_config_t cfg = {0};
+    cli_serve_t s = {0};
+    bool help = false;
+    char jdir[PATH_MAX];
+    int status = CLI_EXIT_FAIL;
+    int rc;
+
+    rc = cli__serve_parse(argc, argv, &fl, &help);
+    if (rc != 0)
+        return rc;
+    if (help) {
+        cli__serve_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    status = cli__serve_settings(&fl, &cfg);
+    if (status != 0)
+        goto out_free_cfg;
+    status = CLI_EXIT_FAIL;
+
+    rc = cli__ensure_dir(cfg.data_dir);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: cannot create the data folder %s: %s\n", cfg.data_dir, tm_strerror(rc));
+        goto out_free_cfg;
+    }
+    int n = snprintf(jdir, sizeof jdir, "%s/%s", cfg.data_dir, CLI_JOURNAL_SUBDIR);
+    if (n < 0 || (size_t)n >= sizeof jdir) {
+        fprintf(stderr, "tidemark: the data folder path is too long: %s\n", cfg.data_dir);
+        goto out_free_cfg;
+    }
+    rc = cli__ensure_dir(jdir);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: cannot create the journal folder %s: %s\n", jdir, tm_strerror(rc));
+        goto out_free_cfg;
+    }
+
+    jnl_options_t opts = {.segment_size = cfg.segment_size};
+    /* The journal wants any record to fit an empty segment; a segment below
+     * the default record limit lowers the limit rather than being refused. */
+    if (cfg.segment_size && cfg.segment_size - JNL_SEG_DATA_OFF - JNL_REC_OVERHEAD < JNL_DEFAULT_MAX_RECORD)
+        opts.max_record = (uint32_t)(cfg.segment_size - JNL_SEG_DATA_OFF - JNL_REC_OVERHEAD);
+    rc = jnl_open(jdir, &opts, &s.jnl);
+    if (rc != 0) {
+        fprintf(stderr,
+                "tidemark: cannot open the journal in %s: %s\n"
+                "tidemark: to see where and why, run: tidemark journal dump %s\n",
+                jdir, tm_strerror(rc), jdir);
+        goto out_free_cfg;
+    }
+    cli__report(cfg.data_dir, jdir, &opts, s.jnl);
+
+    rc = cli__serve_loop(&s);
+    if (rc != 0)
+        fprintf(stderr, "tidemark: event loop: %s\n", uv_strerror(rc));
+    else
+        status = CLI_EXIT_OK;
+    if (s.jnl) {
+        /* The loop failed before a signal closed the journal. */
+        jnl_close(s.jnl);
+        jnl_destroy(s.jnl);
+    }
+    if (status == CLI_EXIT_OK) {
+        printf("tidemark: stopped (journal closed)\n");
+        fflush(stdout);
+    }
+
+out_free_cfg:
+    cli_config_free(&cfg);
+    return status;
+}

@@ -1,0 +1,208 @@
+/* Settings for `tidemark serve`: defaults and the config file (see config.h). */
+#include "cli/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/mem.h"
+
+/* Longest line accepted; a longer one is reported rather than split. */
+#define CLI_CONFIG_LINE_MAX 4096
+
+int cli_config_defaults(cli_config_t *cfg)
+{
+    cfg->data_dir = tm_strdup(CLI_DEFAULT_DATA);
+    cfg->segment_size = 0;
+    return cfg->data_dir ? 0 : -ENOMEM;
+}
+
+int cli_config_set_data(cli_config_t *cfg, const char *dir)
+{
+    char *copy = tm_strdup(dir);
+    if (!copy)
+        return -ENOMEM;
+    tm_free(cfg->data_dir);
+    cfg->data_dir = copy;
+    return 0;
+}
+
+void cli_config_free(cli_config_t *cfg)
+{
+    tm_free(cfg->data_dir);
+    cfg->data_dir = NULL;
+}
+
+int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen)
+{
+    uint64_t v = 0;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p)) {
+        snprintf(err, errlen, "'%s' is not a byte count (a number, optionally followed by K, M or G)", s);
+        return TM_EINVAL;
+    }
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            goto out_too_big;
+        v = v * 10 + d;
+    }
+
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*p)) {
+    case '\0':
+        break;
+    case 'K':
+        shift = 10;
+        p++;
+        break;
+    case 'M':
+        shift = 20;
+        p++;
+        break;
+    case 'G':
+        shift = 30;
+        p++;
+        break;
+    default:
+        break;
+    }
+    if (*p != '\0') {
+        snprintf(err, errlen, "'%s' is not a byte count (a number, optionally followed by K, M or G)", s);
+        return TM_EINVAL;
+    }
+    if (shift && v > (UINT64_MAX >> shift))
+        goto out_too_big;
+    v <<= shift;
+
+    if (v < CLI_MIN_SEGMENT) {
+        snprintf(err, errlen, "segment size %s is below the minimum of %u bytes (64K)", s,
+                 (unsigned)CLI_MIN_SEGMENT);
+        return TM_EINVAL;
+    }
+    if (v > CLI_MAX_SEGMENT)
+        goto out_too_big;
+    *out = v;
+    return 0;
+
+out_too_big:
+    snprintf(err, errlen, "segment size %s is above the maximum of 1T", s);
+    return TM_EINVAL;
+}
+
+static char *cli__trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* A relative `data` is taken relative to the config file's folder, so the
+ * file means the same thing whatever the working directory is. */
+static int cli__set_data_relative(cli_config_t *cfg, const char *path, const char *value)
+{
+    const char *slash = strrchr(path, '/');
+    if (value[0] == '/' || !slash)
+        return cli_config_set_data(cfg, value);
+
+    size_t dirlen = (size_t)(slash - path);
+    size_t vlen = strlen(value);
+    char *joined = tm_malloc(dirlen + 1 + vlen + 1);
+    if (!joined)
+        return -ENOMEM;
+    memcpy(joined, path, dirlen);
+    joined[dirlen] = '/';
+    memcpy(joined + dirlen + 1, value, vlen + 1);
+    tm_free(cfg->data_dir);
+    cfg->data_dir = joined;
+    return 0;
+}
+
+/* Apply one `key = value` line; on TM_EINVAL, why goes into err. */
+static int cli__apply(cli_config_t *cfg, const char *path, const char *key, const char *value, char *err,
+                      size_t errlen)
+{
+    if (strcmp(key, "data") == 0)
+        return cli__set_data_relative(cfg, path, value);
+    if (strcmp(key, "journal.segment_size") == 0)
+        return cli_config_parse_segment_size(value, &cfg->segment_size, err, errlen);
+    snprintf(err, errlen, "unknown key '%s' (known: data, journal.segment_size)", key);
+    return TM_EINVAL;
+}
+
+int cli_config_load(cli_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    char line[CLI_CONFIG_LINE_MAX];
+    char why[256];
+    unsigned lineno = 0;
+    int rc = 0;
+
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, tm_strerror(rc));
+        return rc;
+    }
+
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f)) {
+            snprintf(err, errlen, "%s:%u: line longer than %d bytes", path, lineno, CLI_CONFIG_LINE_MAX - 2);
+            rc = TM_EINVAL;
+            goto out_close;
+        }
+
+        char *s = cli__trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        /* A trailing comment needs a blank before `#`, so a `#` inside a
+         * value (a path, say) is kept. */
+        for (char *c = s + 1; *c; c++) {
+            if (*c == '#' && isspace((unsigned char)c[-1])) {
+                *c = '\0';
+                break;
+            }
+        }
+
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%u: expected 'key = value'", path, lineno);
+            rc = TM_EINVAL;
+            goto out_close;
+        }
+        *eq = '\0';
+        char *key = cli__trim(s);
+        char *value = cli__trim(eq + 1);
+        if (*key == '\0' || *value == '\0') {
+            snprintf(err, errlen, "%s:%u: expected 'key = value'%s", path, lineno,
+                     *key ? " (the value is empty)" : " (the key is empty)");
+            rc = TM_EINVAL;
+            goto out_close;
+        }
+
+        rc = cli__apply(cfg, path, key, value, why, sizeof why);
+        if (rc == -ENOMEM) {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, tm_strerror(rc));
+            goto out_close;
+        }
+        if (rc != 0) {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+            goto out_close;
+        }
+    }
+    if (ferror(f)) {
+        rc = -EIO;
+        snprintf(err, errlen, "%s: read error", path);
+    }
+
+out_close:
+    fclose(f);
+    return rc;
+}

@@ -1,0 +1,58 @@
+/*
+ * Settings of `tidemark serve`: embedded defaults, then a config file, then
+ * command-line flags; each later source overrides the earlier ones.
+ *
+ * Config file format: one `key = value` per line; blank lines and lines whose
+ * first non-blank character is `#` are ignored, and ` #` after a value starts
+ * a comment. Keys:
+ *   data                  the data folder; a relative path is taken relative
+ *                         to the folder the config file is in
+ *   journal.segment_size  bytes per journal segment; suffix K, M or G (powers
+ *                         of 1024) allowed
+ * An unknown key or a bad value is an error that names file:line.
+ *
+ * Keys for the later stages (agents, api, nbd listeners) come with those
+ * stages; until then they are unknown keys.
+ */
+#ifndef TM_CLI_CONFIG_H
+#define TM_CLI_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal/journal.h"
+
+#define CLI_DEFAULT_DATA "./tidemark-data"
+#define CLI_JOURNAL_SUBDIR "journal"
+
+/* Bounds on journal.segment_size: the journal's own minimum, and 1 TiB
+ * above which preallocating a segment only wastes space. */
+#define CLI_MIN_SEGMENT JNL_MIN_SEGMENT
+#define CLI_MAX_SEGMENT (1ull << 40)
+
+typedef struct cli_config {
+    char *data_dir;        /* owned, tm_malloc'ed */
+    uint64_t segment_size; /* 0 = the journal's default */
+} cli_config_t;
+
+/* Fill in the embedded defaults. 0 or -ENOMEM. */
+int cli_config_defaults(cli_config_t *cfg);
+
+/*
+ * Read the config file at path over *cfg. On a problem returns nonzero and
+ * writes a one-line message naming path:line (or the path and the system
+ * error) into err: -errno if the file cannot be read, TM_EINVAL for bad
+ * content, -ENOMEM. *cfg keeps what was set before the bad line.
+ */
+int cli_config_load(cli_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Replace cfg->data_dir with a copy of dir. 0 or -ENOMEM. */
+int cli_config_set_data(cli_config_t *cfg, const char *dir);
+
+/* Parse a byte count with an optional K/M/G suffix (case-insensitive) and
+ * check it against the segment bounds. 0 or TM_EINVAL; err gets why. */
+int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen);
+
+void cli_config_free(cli_config_t *cfg);
+
+#endif
