@@ -64,7 +64,13 @@ int jnl_open(const char *dir, const jnl_options_t *opts, jnl_t **out)
     j->ready_tail = &j->ready;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->work_cv, NULL);
-    pthread_cond_init(&j->durable_cv, NULL);
+    /* Timed waits measure on the monotonic clock: a wall-clock step must
+     * not stretch or cut a timeout. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->durable_cv, &ca);
+    pthread_condattr_destroy(&ca);
     j->dir = tm_strdup(dir);
     if (!j->dir) {
         rc = -ENOMEM;
@@ -123,7 +129,7 @@ void jnl_destroy(jnl_t *j)
 
 static void jnl__deadline(struct timespec *ts, int timeout_ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += timeout_ms / 1000;
     ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {

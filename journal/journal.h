@@ -57,7 +57,9 @@ typedef struct jnl_io {
 
 typedef struct jnl_options {
     uint64_t segment_size;   /* bytes per segment file; 0 = JNL_DEFAULT_SEGMENT */
-    uint32_t max_record;     /* largest payload accepted; 0 = JNL_DEFAULT_MAX_RECORD */
+    uint32_t max_record;     /* largest payload accepted; 0 = JNL_DEFAULT_MAX_RECORD; a record of
+                                this size must fit an empty segment (segment_size >= max_record +
+                                JNL_SEG_DATA_OFF + JNL_REC_OVERHEAD), else jnl_open says TM_EINVAL */
     uint32_t batch_bytes;    /* a batch is closed when it reaches this; 0 = default */
     unsigned spare_segments; /* retired segments kept for reuse; default 2 */
     unsigned retry_ms;       /* after a failure, least ms between recovery attempts (0: at every append) */

@@ -1,0 +1,388 @@
+/* Typed frame bodies of the agent protocol; layouts in msg.h. */
+#include "msg.h"
+
+#include <lz4.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "base/mem.h"
+
+static int __attribute__((format(printf, 4, 5))) wire__fail(int code, char *reason, size_t rlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, rlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* A body must be used up exactly: trailing bytes are a protocol error too. */
+static int wire__finish(const wire_rd_t *r, const char *what, char *reason, size_t rlen)
+{
+    if (r->bad)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "%s body is truncated or has a bad field", what);
+    if (r->left)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "%s body has %zu unexpected trailing bytes", what, r->left);
+    return 0;
+}
+
+int wire_enc_hello(wire_buf_t *b, const wire_hello_t *m)
+{
+    if (m->ndisks > WIRE_MAX_DISKS)
+        return -1;
+    size_t f = wire_frame_begin(b, WIRE_T_HELLO);
+    wire_put_u16(b, m->version);
+    wire_put_u16(b, m->ndisks);
+    wire_put_u32(b, 0);
+    wire_put_str(b, m->machine);
+    wire_put_str(b, m->agent_version);
+    for (unsigned i = 0; i < m->ndisks; i++) {
+        wire_put_str(b, m->disks[i].name);
+        wire_put_u64(b, m->disks[i].size);
+    }
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_hello(const uint8_t *body, size_t len, wire_hello_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
+    m->version = wire_get_u16(&r);
+    m->ndisks = wire_get_u16(&r);
+    uint32_t flags = wire_get_u32(&r);
+    if (!r.bad && m->version != WIRE_VERSION)
+        return wire__fail(WIRE_E_VERSION, reason, rlen, "agent speaks protocol version %u; this server speaks %u",
+                          m->version, WIRE_VERSION);
+    if (flags)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "hello flags 0x%x are not defined", flags);
+    if (m->ndisks == 0 || m->ndisks > WIRE_MAX_DISKS)
+        return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "hello names %u disks; 1 to %u are allowed", m->ndisks,
+                          WIRE_MAX_DISKS);
+    wire_get_str(&r, m->machine, WIRE_MAX_NAME);
+    wire_get_str(&r, m->agent_version, WIRE_MAX_TEXT);
+    if (!r.bad && !wire_name_ok(m->machine))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "machine name is not 1-%u of [A-Za-z0-9._-]", WIRE_MAX_NAME);
+    for (unsigned i = 0; i < m->ndisks && !r.bad; i++) {
+        wire_get_str(&r, m->disks[i].name, WIRE_MAX_NAME);
+        m->disks[i].size = wire_get_u64(&r);
+        if (r.bad)
+            break;
+        if (!wire_name_ok(m->disks[i].name))
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "disk %u has a name that is not 1-%u of [A-Za-z0-9._-]",
+                              i, WIRE_MAX_NAME);
+        if (m->disks[i].size == 0 || m->disks[i].size % WIRE_SECTOR)
+            return wire__fail(WIRE_E_RANGE, reason, rlen, "disk %s has size %llu, not a positive multiple of %u",
+                              m->disks[i].name, (unsigned long long)m->disks[i].size, WIRE_SECTOR);
+        for (unsigned k = 0; k < i; k++)
+            if (strcmp(m->disks[k].name, m->disks[i].name) == 0)
+                return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "disk name %s appears twice", m->disks[i].name);
+    }
+    return wire__finish(&r, "hello", reason, rlen);
+}
+
+int wire_enc_challenge(wire_buf_t *b, const wire_challenge_t *m)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_CHALLENGE);
+    wire_put_bytes(b, m->nonce, WIRE_NONCE_LEN);
+    wire_put_str(b, m->server_id);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_challenge(const uint8_t *body, size_t len, wire_challenge_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    const uint8_t *n = wire_get_bytes(&r, WIRE_NONCE_LEN);
+    if (n)
+        memcpy(m->nonce, n, WIRE_NONCE_LEN);
+    wire_get_str(&r, m->server_id, WIRE_MAX_TEXT);
+    return wire__finish(&r, "challenge", reason, rlen);
+}
+
+int wire_enc_auth(wire_buf_t *b, const uint8_t mac[WIRE_MAC_LEN])
+{
+    size_t f = wire_frame_begin(b, WIRE_T_AUTH);
+    wire_put_bytes(b, mac, WIRE_MAC_LEN);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_auth(const uint8_t *body, size_t len, uint8_t mac[WIRE_MAC_LEN], char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    const uint8_t *p = wire_get_bytes(&r, WIRE_MAC_LEN);
+    if (p)
+        memcpy(mac, p, WIRE_MAC_LEN);
+    return wire__finish(&r, "auth", reason, rlen);
+}
+
+int wire_enc_welcome(wire_buf_t *b, const wire_welcome_t *m)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_WELCOME);
+    wire_put_u64(b, m->next_seq);
+    wire_put_u32(b, m->window_bytes);
+    wire_put_u32(b, m->max_batch_data);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_welcome(const uint8_t *body, size_t len, wire_welcome_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    m->next_seq = wire_get_u64(&r);
+    m->window_bytes = wire_get_u32(&r);
+    m->max_batch_data = wire_get_u32(&r);
+    int rc = wire__finish(&r, "welcome", reason, rlen);
+    if (rc == 0 && (m->next_seq == 0 || m->max_batch_data == 0 || m->max_batch_data > WIRE_MAX_BATCH_DATA))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "welcome has impossible values");
+    return rc;
+}
+
+int wire_enc_ack(wire_buf_t *b, uint64_t durable_seq)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_ACK);
+    wire_put_u64(b, durable_seq);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_ack(const uint8_t *body, size_t len, uint64_t *durable_seq, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    *durable_seq = wire_get_u64(&r);
+    return wire__finish(&r, "ack", reason, rlen);
+}
+
+int wire_enc_tag_request(wire_buf_t *b, uint8_t tag_kind, uint64_t id, const char *name)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_TAG_REQUEST);
+    wire_put_u8(b, tag_kind);
+    wire_put_u64(b, id);
+    wire_put_str(b, name);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uint64_t *id,
+                         char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    *tag_kind = wire_get_u8(&r);
+    *id = wire_get_u64(&r);
+    wire_get_str(&r, name, WIRE_MAX_NAME);
+    int rc = wire__finish(&r, "tag request", reason, rlen);
+    if (rc == 0 && (*tag_kind < WIRE_TAG_CRASH || *tag_kind > WIRE_TAG_GROUP))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "tag kind %u is not defined", *tag_kind);
+    return rc;
+}
+
+int wire_enc_stop(wire_buf_t *b, const char *reason)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_STOP);
+    wire_put_str(b, reason);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    wire_get_str(&r, text, WIRE_MAX_TEXT);
+    return wire__finish(&r, "stop", reason, rlen);
+}
+
+int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_ERROR);
+    wire_put_u16(b, code);
+    wire_put_str(b, text);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    m->code = wire_get_u16(&r);
+    wire_get_str(&r, m->text, WIRE_MAX_TEXT);
+    return wire__finish(&r, "error", reason, rlen);
+}
+
+/* ---- records ---- */
+
+/* Bytes of the data section an entry takes. */
+static uint32_t wire__entry_data(const wire_entry_t *e)
+{
+    return (e->kind == WIRE_R_WRITE || e->kind == WIRE_R_TAG) ? e->length : 0;
+}
+
+int wire_enc_records(wire_buf_t *b, uint64_t first_seq, const wire_entry_t *entries, uint16_t count, bool compress)
+{
+    if (count == 0 || count > WIRE_MAX_BATCH_RECORDS)
+        return -1;
+    uint64_t raw_len = 0;
+    for (unsigned i = 0; i < count; i++)
+        raw_len += wire__entry_data(&entries[i]);
+    if (raw_len > WIRE_MAX_BATCH_DATA)
+        return -1;
+    uint8_t *raw = tm_malloc(raw_len);
+    if (!raw)
+        return -1;
+    size_t o = 0;
+    for (unsigned i = 0; i < count; i++) {
+        uint32_t n = wire__entry_data(&entries[i]);
+        if (n)
+            memcpy(raw + o, entries[i].data, n);
+        o += n;
+    }
+    uint8_t *packed = NULL;
+    int packed_len = 0;
+    if (compress && raw_len > 64) {
+        int bound = LZ4_compressBound((int)raw_len);
+        packed = tm_malloc((size_t)bound);
+        if (packed)
+            packed_len = LZ4_compress_default((const char *)raw, (char *)packed, (int)raw_len, bound);
+        if (packed_len <= 0 || (uint64_t)packed_len >= raw_len) {
+            tm_free(packed);
+            packed = NULL;
+        }
+    }
+    size_t f = wire_frame_begin(b, WIRE_T_RECORDS);
+    wire_put_u64(b, first_seq);
+    wire_put_u16(b, count);
+    wire_put_u8(b, packed ? 1 : 0);
+    wire_put_u8(b, 0);
+    wire_put_u32(b, (uint32_t)raw_len);
+    wire_put_u32(b, packed ? (uint32_t)packed_len : (uint32_t)raw_len);
+    for (unsigned i = 0; i < count; i++) {
+        const wire_entry_t *e = &entries[i];
+        wire_put_u8(b, e->kind);
+        wire_put_u8(b, e->tag_kind);
+        wire_put_u16(b, e->disk);
+        wire_put_u32(b, e->length);
+        wire_put_u64(b, e->offset);
+        wire_put_u64(b, e->kind == WIRE_R_WRITE ? XXH3_64bits(e->data, e->length) : 0);
+        wire_put_u64(b, e->id);
+    }
+    if (packed)
+        wire_put_bytes(b, packed, (size_t)packed_len);
+    else
+        wire_put_bytes(b, raw, raw_len);
+    tm_free(packed);
+    tm_free(raw);
+    return wire_frame_end(b, f);
+}
+
+static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, size_t rlen)
+{
+    switch (e->kind) {
+    case WIRE_R_WRITE:
+        if (e->length == 0 || e->length > WIRE_MAX_WRITE)
+            return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "record %u: write of %u bytes; 1 to %u are allowed", i,
+                              e->length, WIRE_MAX_WRITE);
+        /* writes are ranges too */
+        __attribute__((fallthrough));
+    case WIRE_R_ZERO:
+    case WIRE_R_TRIM:
+        if (e->length == 0 || e->offset % WIRE_SECTOR || e->length % WIRE_SECTOR)
+            return wire__fail(WIRE_E_RANGE, reason, rlen,
+                              "record %u: range at %llu of %u bytes is empty or not a multiple of %u", i,
+                              (unsigned long long)e->offset, e->length, WIRE_SECTOR);
+        if (e->disk >= WIRE_MAX_DISKS || e->tag_kind || (e->kind != WIRE_R_WRITE && e->hash) || e->id)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: fields that must be zero are not", i);
+        return 0;
+    case WIRE_R_TAG:
+        if (e->tag_kind < WIRE_TAG_CRASH || e->tag_kind > WIRE_TAG_GROUP)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag kind %u is not defined", i, e->tag_kind);
+        if (e->length == 0 || e->length > WIRE_MAX_NAME || e->disk || e->offset || e->hash)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag fields are out of range", i);
+        return 0;
+    case WIRE_R_FLUSH:
+        if (e->length || e->disk || e->offset || e->hash || e->id || e->tag_kind)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: flush fields must be zero", i);
+        return 0;
+    }
+    return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: kind %u is not defined", i, e->kind);
+}
+
+int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t *scratch, char *reason,
+                     size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    m->first_seq = wire_get_u64(&r);
+    m->count = wire_get_u16(&r);
+    m->codec = wire_get_u8(&r);
+    uint8_t reserved = wire_get_u8(&r);
+    m->raw_len = wire_get_u32(&r);
+    m->stored_len = wire_get_u32(&r);
+    if (r.bad)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records body is shorter than its header");
+    if (m->first_seq == 0)
+        return wire__fail(WIRE_E_SEQUENCE, reason, rlen, "stream sequence numbers start at 1");
+    if (m->count == 0 || m->count > WIRE_MAX_BATCH_RECORDS)
+        return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "records frame holds %u records; 1 to %u are allowed",
+                          m->count, WIRE_MAX_BATCH_RECORDS);
+    if (m->codec > 1 || reserved)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records codec %u is not defined", m->codec);
+    if (m->raw_len > WIRE_MAX_BATCH_DATA)
+        return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "records data of %u bytes is over the limit of %u",
+                          m->raw_len, WIRE_MAX_BATCH_DATA);
+    if (m->codec == 0 && m->stored_len != m->raw_len)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "uncompressed records data has two different lengths");
+    if ((uint64_t)m->count * WIRE_ENTRY_LEN + m->stored_len != r.left)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records body length does not match its %u entries and %u data bytes",
+                          m->count, m->stored_len);
+
+    uint64_t need = 0;
+    for (unsigned i = 0; i < m->count; i++) {
+        wire_entry_t *e = &m->entries[i];
+        e->kind = wire_get_u8(&r);
+        e->tag_kind = wire_get_u8(&r);
+        e->disk = wire_get_u16(&r);
+        e->length = wire_get_u32(&r);
+        e->offset = wire_get_u64(&r);
+        e->hash = wire_get_u64(&r);
+        e->id = wire_get_u64(&r);
+        e->data = NULL;
+        int rc = wire__check_entry(e, i, reason, rlen);
+        if (rc)
+            return rc;
+        need += wire__entry_data(e);
+    }
+    if (need != m->raw_len)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "entries need %llu data bytes but the frame says %u",
+                          (unsigned long long)need, m->raw_len);
+    m->stored = wire_get_bytes(&r, m->stored_len);
+    const uint8_t *raw = m->stored;
+    if (m->codec == 1) {
+        int n = LZ4_decompress_safe((const char *)m->stored, (char *)scratch, (int)m->stored_len, (int)m->raw_len);
+        if (n < 0 || (uint32_t)n != m->raw_len)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records data does not decompress to %u bytes",
+                              m->raw_len);
+        raw = scratch;
+    }
+    size_t o = 0;
+    for (unsigned i = 0; i < m->count; i++) {
+        wire_entry_t *e = &m->entries[i];
+        uint32_t n = wire__entry_data(e);
+        if (n)
+            e->data = raw + o;
+        o += n;
+        if (e->kind == WIRE_R_WRITE && XXH3_64bits(e->data, e->length) != e->hash)
+            return wire__fail(WIRE_E_CHECKSUM, reason, rlen, "record %u (sequence %llu): write data fails its checksum",
+                              i, (unsigned long long)(m->first_seq + i));
+        if (e->kind == WIRE_R_TAG) {
+            char name[WIRE_MAX_NAME + 1];
+            memcpy(name, e->data, e->length);
+            name[e->length] = '\0';
+            if (!wire_name_ok(name))
+                return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag name is not 1-%u of [A-Za-z0-9._-]",
+                                  i, WIRE_MAX_NAME);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,121 @@
+/*
+ * Frame bodies of the agent protocol, version 1: typed encoders and
+ * decoders. Decoders check every field against its limit and return 0 or a
+ * WIRE_E_* code with a reason a person can act on; they never read past the
+ * body and never allocate on a length they have not checked.
+ *
+ * Bodies (LE integers; str = u8 length + bytes):
+ *
+ *   HELLO      u16 version, u16 ndisks, u32 flags (0), str machine, str agent_version,
+ *              ndisks x { str name, u64 size }
+ *   CHALLENGE  u8[32] nonce, str server_id
+ *   AUTH       u8[32] HMAC-SHA256(secret, "tidemark-auth-v1" | nonce | machine)
+ *   WELCOME    u64 next_seq (the first stream sequence the server wants),
+ *              u32 window_bytes, u32 max_batch_data
+ *   RECORDS    u64 first_seq, u16 count, u8 codec (0 raw, 1 lz4), u8 reserved (0),
+ *              u32 raw_len, u32 stored_len, count x entry (32 bytes), stored_len data bytes
+ *     entry:   u8 kind, u8 tag_kind, u16 disk, u32 length, u64 offset, u64 hash, u64 id
+ *              write: length data bytes follow in the data, hash = XXH3-64 of them
+ *              zero, trim: a range, no data; tag: length = name bytes in the data,
+ *              id = the tag's id; flush: nothing. Records i has stream sequence first_seq + i.
+ *   ACK        u64 durable_seq (every record up to it is durable)
+ *   TAG_REQUEST u8 tag_kind, u64 id, str name
+ *   STOP       str reason
+ *   ERROR      u16 code (WIRE_E_*), str text
+ */
+#ifndef TM_WIRE_MSG_H
+#define TM_WIRE_MSG_H
+
+#include "wire/wire.h"
+
+typedef struct wire_disk {
+    char name[WIRE_MAX_NAME + 1];
+    uint64_t size;
+} wire_disk_t;
+
+typedef struct wire_hello {
+    uint16_t version;
+    uint16_t ndisks;
+    char machine[WIRE_MAX_NAME + 1];
+    char agent_version[WIRE_MAX_TEXT + 1];
+    wire_disk_t disks[WIRE_MAX_DISKS];
+} wire_hello_t;
+
+typedef struct wire_challenge {
+    uint8_t nonce[WIRE_NONCE_LEN];
+    char server_id[WIRE_MAX_TEXT + 1];
+} wire_challenge_t;
+
+typedef struct wire_welcome {
+    uint64_t next_seq;
+    uint32_t window_bytes;
+    uint32_t max_batch_data;
+} wire_welcome_t;
+
+typedef enum { WIRE_R_WRITE = 1, WIRE_R_ZERO = 2, WIRE_R_TRIM = 3, WIRE_R_TAG = 4, WIRE_R_FLUSH = 5 } wire_rkind_t;
+typedef enum { WIRE_TAG_CRASH = 1, WIRE_TAG_APP = 2, WIRE_TAG_GROUP = 3 } wire_tag_kind_t;
+
+#define WIRE_ENTRY_LEN 32u
+#define WIRE_RECORDS_HDR_LEN 20u
+
+typedef struct wire_entry {
+    uint8_t kind;
+    uint8_t tag_kind;
+    uint16_t disk;
+    uint32_t length;
+    uint64_t offset;
+    uint64_t hash;
+    uint64_t id;
+    /* decoded only: where this record's bytes are in the raw data */
+    const uint8_t *data;
+} wire_entry_t;
+
+typedef struct wire_records {
+    uint64_t first_seq;
+    uint16_t count;
+    uint8_t codec;
+    uint32_t raw_len;
+    uint32_t stored_len;
+    const uint8_t *stored; /* the data as sent (compressed or not) */
+    wire_entry_t entries[WIRE_MAX_BATCH_RECORDS];
+} wire_records_t;
+
+typedef struct wire_error {
+    uint16_t code;
+    char text[WIRE_MAX_TEXT + 1];
+} wire_error_t;
+
+/* Encoders append one whole frame to b; 0 or -1 (out of memory or over a limit). */
+int wire_enc_hello(wire_buf_t *b, const wire_hello_t *m);
+int wire_enc_challenge(wire_buf_t *b, const wire_challenge_t *m);
+int wire_enc_auth(wire_buf_t *b, const uint8_t mac[WIRE_MAC_LEN]);
+int wire_enc_welcome(wire_buf_t *b, const wire_welcome_t *m);
+int wire_enc_ack(wire_buf_t *b, uint64_t durable_seq);
+int wire_enc_tag_request(wire_buf_t *b, uint8_t tag_kind, uint64_t id, const char *name);
+int wire_enc_stop(wire_buf_t *b, const char *reason);
+int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text);
+/* Records: entries[i].data points at each write's bytes and each tag's name
+ * (length bytes); hashes of writes are computed here. With compress, the
+ * data travels lz4-compressed when that is smaller. */
+int wire_enc_records(wire_buf_t *b, uint64_t first_seq, const wire_entry_t *entries, uint16_t count, bool compress);
+
+/* Decoders: body as the decoder returned it; reason gets a sentence on error. */
+int wire_dec_hello(const uint8_t *body, size_t len, wire_hello_t *m, char *reason, size_t rlen);
+int wire_dec_challenge(const uint8_t *body, size_t len, wire_challenge_t *m, char *reason, size_t rlen);
+int wire_dec_auth(const uint8_t *body, size_t len, uint8_t mac[WIRE_MAC_LEN], char *reason, size_t rlen);
+int wire_dec_welcome(const uint8_t *body, size_t len, wire_welcome_t *m, char *reason, size_t rlen);
+int wire_dec_ack(const uint8_t *body, size_t len, uint64_t *durable_seq, char *reason, size_t rlen);
+int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reason, size_t rlen);
+int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uint64_t *id,
+                         char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen);
+int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
+/*
+ * Records: checks the header and every entry, decompresses into scratch
+ * (WIRE_MAX_BATCH_DATA bytes, caller-owned), and verifies each write's
+ * XXH3 against its data. On 0, entries[i].data points into scratch (or into
+ * body when the data was not compressed).
+ */
+int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t *scratch, char *reason,
+                     size_t rlen);
+
+#endif
