@@ -77,23 +77,16 @@ int jnl__pread_full(const jnl_io_t *io, int fd, void *buf, size_t len, uint64_t 
 
 int jnl__pwrite_full(const jnl_io_t *io, int fd, const void *buf, size_t len, uint64_t off)
 {
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = io->pwrite(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+    for (;;) {
+        ssize_t n = io->pwrite(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
             return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        /* A short write is carried on from where it stopped: the kernel says
-         * how much it took, and a later error will be reported for the rest. */
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
+        /* On a regular file a short write means the device or the space ran
+         * out partway: a failure, handled like any other (Redis aof.c). */
+        return (size_t)n == len ? 0 : -EIO;
     }
-    return 0;
 }
 
 int jnl__fsync_dir(const jnl_io_t *io, const char *dir)

@@ -150,7 +150,8 @@ int jnl_append(jnl_t *j, jnl_append_req_t *req, uint8_t type, const jnl_buf_t *b
                 return -ENOMEM;
             size_t o = 0;
             for (unsigned i = 0; i < nbufs; i++) {
-                memcpy(flat + o, bufs[i].base, bufs[i].len);
+                if (bufs[i].len)
+                    memcpy(flat + o, bufs[i].base, bufs[i].len);
                 o += bufs[i].len;
             }
             src = flat;
@@ -209,7 +210,8 @@ int jnl_append(jnl_t *j, jnl_append_req_t *req, uint8_t type, const jnl_buf_t *b
     } else {
         size_t o = JNL_REC_HDR_LEN;
         for (unsigned i = 0; i < nbufs; i++) {
-            memcpy(rec + o, bufs[i].base, bufs[i].len);
+            if (bufs[i].len)
+                memcpy(rec + o, bufs[i].base, bufs[i].len);
             o += bufs[i].len;
         }
     }

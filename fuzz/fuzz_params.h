@@ -1,0 +1,29 @@
+/*
+ * Values the seed generator (gen_corpus.c) and the fuzz targets share, so
+ * that the committed seeds are valid for the salts the targets try.
+ */
+#ifndef TM_FUZZ_PARAMS_H
+#define TM_FUZZ_PARAMS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The salt the seed records are sealed with, and a second one: a seed sealed
+ * with one is a "stale salt" record for the other. */
+#define FUZZ_SALT_A 0x5eed5a17c0ffee01ull
+#define FUZZ_SALT_B 0x0badcafe12345678ull
+
+/* Fixed wall clock for seeds, so regenerating them gives the same bytes. */
+#define FUZZ_TIME_NS 1790000000000000000ull
+
+/* An invariant of the decoders that must hold for every input: a failure is
+ * a finding, so abort and let libFuzzer keep the input. */
+#define FUZZ_ASSERT(cond)                                                                       \
+    do {                                                                                        \
+        if (!(cond)) {                                                                          \
+            fprintf(stderr, "fuzz invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
+            abort();                                                                            \
+        }                                                                                       \
+    } while (0)
+
+#endif
