@@ -250,8 +250,7 @@ static int jnl__write_batch(jnl_t *j, jnl_batch_t *b)
     }
     if (j->cur_fd < 0 || j->cur_seq != b->seq)
         return -EIO; /* cannot happen: a batch follows its segment's roll */
-    rc = jnl__pwrite_full(&j->io, j->cur_fd, b->buf, b->len, b->off);
-    if (rc)
+    if (b->len && (rc = jnl__pwrite_full(&j->io, j->cur_fd, b->buf, b->len, b->off)) != 0)
         return rc;
     if (j->io.fdatasync(j->cur_fd) < 0)
         return -errno;
