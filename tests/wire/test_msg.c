@@ -1,0 +1,598 @@
+/*
+ * The typed bodies of the agent protocol other than RECORDS (wire/msg.h):
+ * each encoder's frame goes through the decoder in every feeding and comes
+ * back field for field; then each field is broken in turn, and the decoder
+ * must refuse it with the protocol's code and a reason. Truncated bodies and
+ * trailing bytes are refused for every type.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "base/endian.h"
+#include "wire/msg.h"
+#include "wire/wire.h"
+#include "wt.h"
+
+static char *repeat(char *buf, char c, size_t n)
+{
+    memset(buf, c, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ---- HELLO ------------------------------------------------------------------- */
+
+static wire_hello_t sample_hello(unsigned ndisks)
+{
+    wire_hello_t h = {.version = WIRE_VERSION, .ndisks = (uint16_t)ndisks, .machine = "web-3.prod",
+                      .agent_version = "tidemark-agent 0.1.0 (debian)"};
+    for (unsigned i = 0; i < ndisks; i++) {
+        snprintf(h.disks[i].name, sizeof h.disks[i].name, "disk_%u", i);
+        h.disks[i].size = (uint64_t)(i + 1) * WIRE_SECTOR * 2049;
+    }
+    return h;
+}
+
+static void check_hello(const uint8_t *body, size_t len, void *arg)
+{
+    const wire_hello_t *want = arg;
+    wire_hello_t got;
+    memset(&got, 0xee, sizeof got);
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_hello(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(got.version, want->version);
+    cr_assert_eq(got.ndisks, want->ndisks);
+    cr_assert_str_eq(got.machine, want->machine);
+    cr_assert_str_eq(got.agent_version, want->agent_version);
+    for (unsigned i = 0; i < want->ndisks; i++) {
+        cr_assert_str_eq(got.disks[i].name, want->disks[i].name);
+        cr_assert_eq(got.disks[i].size, want->disks[i].size, "disk %u", i);
+    }
+}
+
+Test(hello, roundtrip)
+{
+    static const unsigned counts[] = {1, 2, 17, WIRE_MAX_DISKS};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        wire_hello_t h = sample_hello(counts[k]);
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_hello(&b, &h), 0);
+        wt_roundtrip(&b, WIRE_T_HELLO, check_hello, &h);
+        wire_buf_free(&b);
+    }
+}
+
+Test(hello, roundtrip_at_every_length_limit)
+{
+    /* 64 disks, every name 63 characters, a 255-byte agent version: the
+     * largest hello there is, and within the frame limit. */
+    wire_hello_t h = sample_hello(WIRE_MAX_DISKS);
+    repeat(h.machine, 'm', WIRE_MAX_NAME);
+    repeat(h.agent_version, 'v', WIRE_MAX_TEXT);
+    h.agent_version[0] = ' '; /* versions are text, not names */
+    for (unsigned i = 0; i < WIRE_MAX_DISKS; i++) {
+        repeat(h.disks[i].name, 'd', WIRE_MAX_NAME);
+        h.disks[i].name[0] = (char)('A' + i % 26);
+        h.disks[i].name[1] = (char)('a' + i / 26);
+    }
+    h.disks[0].size = WIRE_SECTOR;
+    h.disks[1].size = UINT64_MAX - (WIRE_SECTOR - 1);
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_hello(&b, &h), 0);
+    cr_assert_leq(wt_body_len(&b), wire_body_limit(WIRE_T_HELLO));
+    wt_roundtrip(&b, WIRE_T_HELLO, check_hello, &h);
+    wire_buf_free(&b);
+}
+
+/* A hello body from raw parts, so fields the struct cannot hold (names of
+ * 64 bytes, 65 disks) can be sent. */
+static void hello_raw(wire_buf_t *b, uint16_t version, uint16_t ndisks, uint32_t flags, const char *machine,
+                      const char *agent, unsigned n, const char *const names[], const uint64_t sizes[])
+{
+    wire_buf_reset(b);
+    wire_put_u16(b, version);
+    wire_put_u16(b, ndisks);
+    wire_put_u32(b, flags);
+    wire_put_str(b, machine);
+    wire_put_str(b, agent);
+    for (unsigned i = 0; i < n; i++) {
+        wire_put_str(b, names[i]);
+        wire_put_u64(b, sizes[i]);
+    }
+    cr_assert(!b->oom);
+}
+
+static const char *const two_names[] = {"sda", "sdb"};
+static const uint64_t two_sizes[] = {1u << 20, 4096};
+
+Test(hello, raw_builder_matches_the_encoder)
+{
+    wire_hello_t h = {.version = 1, .ndisks = 2, .machine = "m1", .agent_version = "v"};
+    strcpy(h.disks[0].name, "sda");
+    h.disks[0].size = 1u << 20;
+    strcpy(h.disks[1].name, "sdb");
+    h.disks[1].size = 4096;
+    wire_buf_t e = {0}, r = {0};
+    cr_assert_eq(wire_enc_hello(&e, &h), 0);
+    hello_raw(&r, 1, 2, 0, "m1", "v", 2, two_names, two_sizes);
+    cr_assert_eq(r.len, wt_body_len(&e));
+    cr_assert(memcmp(r.data, wt_body(&e), r.len) == 0);
+    wt_expect(WIRE_T_HELLO, r.data, r.len, 0, NULL);
+    wire_buf_free(&e);
+    wire_buf_free(&r);
+}
+
+Test(hello, other_versions_are_refused)
+{
+    static const uint16_t versions[] = {0, 2, 0x100, 0xffff};
+    wire_buf_t b = {0};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        hello_raw(&b, versions[i], 2, 0, "m1", "v", 2, two_names, two_sizes);
+        wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_VERSION, "version");
+    }
+    /* A later version may change the layout: the version alone decides. */
+    hello_raw(&b, 2, 0, 0xffffffffu, "", "", 0, NULL, NULL);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_VERSION, NULL);
+    wire_buf_free(&b);
+}
+
+Test(hello, flags_must_be_zero)
+{
+    wire_buf_t b = {0};
+    hello_raw(&b, 1, 2, 1, "m1", "v", 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, "flags");
+    hello_raw(&b, 1, 2, 0x80000000u, "m1", "v", 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, "flags");
+    wire_buf_free(&b);
+}
+
+Test(hello, disk_count_1_to_64)
+{
+    const char *names[WIRE_MAX_DISKS + 1];
+    uint64_t sizes[WIRE_MAX_DISKS + 1];
+    char store[WIRE_MAX_DISKS + 1][8];
+    for (unsigned i = 0; i <= WIRE_MAX_DISKS; i++) {
+        snprintf(store[i], sizeof store[i], "d%u", i);
+        names[i] = store[i];
+        sizes[i] = WIRE_SECTOR;
+    }
+    wire_buf_t b = {0};
+    hello_raw(&b, 1, 0, 0, "m1", "v", 0, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_TOO_BIG, "disks");
+    hello_raw(&b, 1, 1, 0, "m1", "v", 1, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    hello_raw(&b, 1, WIRE_MAX_DISKS, 0, "m1", "v", WIRE_MAX_DISKS, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    hello_raw(&b, 1, WIRE_MAX_DISKS + 1, 0, "m1", "v", WIRE_MAX_DISKS + 1, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_TOO_BIG, "disks");
+    hello_raw(&b, 1, 0xffff, 0, "m1", "v", 1, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_TOO_BIG, "disks");
+    /* more or fewer disks than the count says */
+    hello_raw(&b, 1, 2, 0, "m1", "v", 3, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    hello_raw(&b, 1, 3, 0, "m1", "v", 2, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+
+    /* The encoder will not send more than 64 either. */
+    wire_hello_t h = sample_hello(WIRE_MAX_DISKS);
+    h.ndisks = WIRE_MAX_DISKS + 1;
+    wire_buf_t e = {0};
+    cr_assert_eq(wire_enc_hello(&e, &h), -1);
+    wire_buf_free(&e);
+}
+
+static const char *const bad_names[] = {"", ".", "..", ".hidden", "-x", "a/b", "../x", "a b", "a\tb", "x:y",
+                                        "caf\xc3\xa9", "a\x7f", "a*"};
+#define NBAD (sizeof bad_names / sizeof bad_names[0])
+
+Test(hello, machine_name_rule)
+{
+    wire_buf_t b = {0};
+    for (size_t i = 0; i < NBAD; i++) {
+        hello_raw(&b, 1, 2, 0, bad_names[i], "v", 2, two_names, two_sizes);
+        wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    }
+    char n[WIRE_MAX_NAME + 2];
+    hello_raw(&b, 1, 2, 0, repeat(n, 'm', WIRE_MAX_NAME), "v", 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    hello_raw(&b, 1, 2, 0, repeat(n, 'm', WIRE_MAX_NAME + 1), "v", 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    /* an embedded NUL: "m1\0x" must not pass as "m1" */
+    static const uint8_t nul[] = {1, 0, 1, 0, 0, 0, 0, 0, 4, 'm', '1', 0, 'x', 1, 'v', 3, 's', 'd', 'a', 0, 2, 0, 0, 0, 0, 0, 0};
+    wt_expect(WIRE_T_HELLO, nul, sizeof nul, WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+}
+
+Test(hello, disk_name_rule)
+{
+    wire_buf_t b = {0};
+    for (size_t i = 0; i < NBAD; i++) {
+        const char *names[2] = {"ok", bad_names[i]};
+        hello_raw(&b, 1, 2, 0, "m1", "v", 2, names, two_sizes);
+        wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    }
+    char n[WIRE_MAX_NAME + 2];
+    const char *names[2] = {"ok", repeat(n, 'd', WIRE_MAX_NAME)};
+    hello_raw(&b, 1, 2, 0, "m1", "v", 2, names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    names[1] = repeat(n, 'd', WIRE_MAX_NAME + 1);
+    hello_raw(&b, 1, 2, 0, "m1", "v", 2, names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+}
+
+Test(hello, duplicate_disk_names)
+{
+    wire_buf_t b = {0};
+    const char *names[] = {"a", "b", "c", "b"};
+    const uint64_t sizes[] = {512, 512, 512, 512};
+    hello_raw(&b, 1, 4, 0, "m1", "v", 4, names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_PROTOCOL, "twice");
+    /* case matters: file systems here are case sensitive */
+    const char *names2[] = {"a", "A"};
+    hello_raw(&b, 1, 2, 0, "m1", "v", 2, names2, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    wire_buf_free(&b);
+}
+
+Test(hello, disk_sizes_are_positive_multiples_of_512)
+{
+    static const uint64_t bad[] = {0, 1, 511, 513, 1000, 4097, UINT64_MAX};
+    wire_buf_t b = {0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const uint64_t sizes[] = {4096, bad[i]};
+        hello_raw(&b, 1, 2, 0, "m1", "v", 2, two_names, sizes);
+        wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_RANGE, "size");
+    }
+    const uint64_t sizes[] = {512, UINT64_MAX - 511};
+    hello_raw(&b, 1, 2, 0, "m1", "v", 2, two_names, sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    wire_buf_free(&b);
+}
+
+Test(hello, agent_version_is_text_up_to_255)
+{
+    wire_buf_t b = {0};
+    char v[WIRE_MAX_TEXT + 1];
+    hello_raw(&b, 1, 2, 0, "m1", repeat(v, '~', WIRE_MAX_TEXT), 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    hello_raw(&b, 1, 2, 0, "m1", "", 2, two_names, two_sizes);
+    wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
+    wire_buf_free(&b);
+}
+
+/* Truncated inside version, disk count or flags: a truncated body
+ * (protocol), not a disk count out of range. */
+Test(hello, truncated_inside_the_fixed_fields)
+{
+    wire_buf_t b = {0};
+    hello_raw(&b, 1, 2, 0, "m1", "v", 2, two_names, two_sizes);
+    for (size_t n = 0; n < 8; n++)
+        wt_expect(WIRE_T_HELLO, b.data, n, WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+}
+
+/* ---- CHALLENGE, AUTH, WELCOME, ACK ----------------------------------------------- */
+
+static void check_challenge(const uint8_t *body, size_t len, void *arg)
+{
+    const wire_challenge_t *want = arg;
+    wire_challenge_t got;
+    memset(&got, 0xee, sizeof got);
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_challenge(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert(memcmp(got.nonce, want->nonce, WIRE_NONCE_LEN) == 0);
+    cr_assert_str_eq(got.server_id, want->server_id);
+}
+
+Test(challenge, roundtrip)
+{
+    wire_challenge_t c = {.server_id = "appliance-1 (tidemark 0.1.0)"};
+    for (unsigned i = 0; i < WIRE_NONCE_LEN; i++)
+        c.nonce[i] = (uint8_t)(255 - i * 3);
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_challenge(&b, &c), 0);
+    cr_assert_eq(wt_body_len(&b), WIRE_NONCE_LEN + 1 + strlen(c.server_id));
+    wt_roundtrip(&b, WIRE_T_CHALLENGE, check_challenge, &c);
+    wire_buf_reset(&b);
+    repeat(c.server_id, 'S', WIRE_MAX_TEXT);
+    cr_assert_eq(wire_enc_challenge(&b, &c), 0);
+    wt_roundtrip(&b, WIRE_T_CHALLENGE, check_challenge, &c);
+    wire_buf_reset(&b);
+    c.server_id[0] = '\0';
+    cr_assert_eq(wire_enc_challenge(&b, &c), 0);
+    wt_roundtrip(&b, WIRE_T_CHALLENGE, check_challenge, &c);
+    wire_buf_free(&b);
+}
+
+Test(challenge, nul_in_server_id)
+{
+    uint8_t body[WIRE_NONCE_LEN + 4] = {0};
+    body[WIRE_NONCE_LEN] = 3;
+    body[WIRE_NONCE_LEN + 1] = 'a';
+    body[WIRE_NONCE_LEN + 3] = 'b';
+    wt_expect(WIRE_T_CHALLENGE, body, sizeof body, WIRE_E_PROTOCOL, NULL);
+}
+
+static void check_auth(const uint8_t *body, size_t len, void *arg)
+{
+    uint8_t got[WIRE_MAC_LEN];
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_auth(body, len, got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert(memcmp(got, arg, WIRE_MAC_LEN) == 0);
+}
+
+Test(auth, roundtrip_and_exact_length)
+{
+    uint8_t mac[WIRE_MAC_LEN];
+    for (unsigned i = 0; i < sizeof mac; i++)
+        mac[i] = (uint8_t)(i * 11 + 1);
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_auth(&b, mac), 0);
+    cr_assert_eq(wt_body_len(&b), WIRE_MAC_LEN);
+    wt_roundtrip(&b, WIRE_T_AUTH, check_auth, mac);
+    uint8_t body[WIRE_MAC_LEN + 1] = {0};
+    wt_expect(WIRE_T_AUTH, body, WIRE_MAC_LEN - 1, WIRE_E_PROTOCOL, NULL);
+    wt_expect(WIRE_T_AUTH, body, WIRE_MAC_LEN + 1, WIRE_E_PROTOCOL, "trailing");
+    wire_buf_free(&b);
+}
+
+static void check_welcome(const uint8_t *body, size_t len, void *arg)
+{
+    const wire_welcome_t *want = arg;
+    wire_welcome_t got;
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_welcome(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(got.next_seq, want->next_seq);
+    cr_assert_eq(got.window_bytes, want->window_bytes);
+    cr_assert_eq(got.max_batch_data, want->max_batch_data);
+}
+
+Test(welcome, roundtrip)
+{
+    wire_welcome_t w = {.next_seq = 0x1122334455667788ull, .window_bytes = 64u << 20, .max_batch_data = 1u << 20};
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_welcome(&b, &w), 0);
+    cr_assert_eq(wt_body_len(&b), 16);
+    wt_roundtrip(&b, WIRE_T_WELCOME, check_welcome, &w);
+    wire_buf_reset(&b);
+    w = (wire_welcome_t){.next_seq = 1, .window_bytes = UINT32_MAX, .max_batch_data = WIRE_MAX_BATCH_DATA};
+    cr_assert_eq(wire_enc_welcome(&b, &w), 0);
+    wt_roundtrip(&b, WIRE_T_WELCOME, check_welcome, &w);
+    wire_buf_free(&b);
+}
+
+Test(welcome, impossible_values)
+{
+    const wire_welcome_t bad[] = {
+        {.next_seq = 0, .window_bytes = 1, .max_batch_data = 1},
+        {.next_seq = 1, .window_bytes = 1, .max_batch_data = 0},
+        {.next_seq = 1, .window_bytes = 1, .max_batch_data = WIRE_MAX_BATCH_DATA + 1},
+        {.next_seq = 1, .window_bytes = 1, .max_batch_data = UINT32_MAX},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_welcome(&b, &bad[i]), 0);
+        wt_expect(WIRE_T_WELCOME, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
+        wire_buf_free(&b);
+    }
+}
+
+static void check_ack(const uint8_t *body, size_t len, void *arg)
+{
+    uint64_t got = 1234;
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_ack(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(got, *(const uint64_t *)arg);
+}
+
+Test(ack, roundtrip)
+{
+    /* 0 is meaningful: nothing is durable yet. */
+    uint64_t v[] = {0, 1, 0x8000000000000000ull, UINT64_MAX};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_ack(&b, v[i]), 0);
+        wt_roundtrip(&b, WIRE_T_ACK, check_ack, &v[i]);
+        wire_buf_free(&b);
+    }
+}
+
+/* ---- TAG_REQUEST, STOP, ERROR -------------------------------------------------- */
+
+struct tagreq {
+    uint8_t kind;
+    uint64_t id;
+    const char *name;
+};
+
+static void check_tagreq(const uint8_t *body, size_t len, void *arg)
+{
+    const struct tagreq *want = arg;
+    uint8_t kind = 0;
+    uint64_t id = 0;
+    char name[WIRE_MAX_NAME + 1];
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_tag_request(body, len, &kind, &id, name, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(kind, want->kind);
+    cr_assert_eq(id, want->id);
+    cr_assert_str_eq(name, want->name);
+}
+
+Test(tag_request, roundtrip_each_kind)
+{
+    char n[WIRE_MAX_NAME + 1];
+    struct tagreq t[] = {{WIRE_TAG_CRASH, 1, "hourly"},
+                         {WIRE_TAG_APP, UINT64_MAX, "pre-upgrade_2024.01"},
+                         {WIRE_TAG_GROUP, 0, repeat(n, 'g', WIRE_MAX_NAME)}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_tag_request(&b, t[i].kind, t[i].id, t[i].name), 0);
+        wt_roundtrip(&b, WIRE_T_TAG_REQUEST, check_tagreq, &t[i]);
+        wire_buf_free(&b);
+    }
+}
+
+Test(tag_request, undefined_kinds)
+{
+    static const uint8_t kinds[] = {0, 4, 5, 0x80, 0xff};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_tag_request(&b, kinds[i], 1, "t"), 0);
+        wt_expect(WIRE_T_TAG_REQUEST, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, "kind");
+        wire_buf_free(&b);
+    }
+}
+
+Test(tag_request, name_too_long)
+{
+    char n[WIRE_MAX_NAME + 2];
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_tag_request(&b, WIRE_TAG_CRASH, 1, repeat(n, 't', WIRE_MAX_NAME + 1)), 0);
+    wt_expect(WIRE_T_TAG_REQUEST, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+}
+
+/* Tag names are names (docs/agent-protocol.md): the agent turns a request
+ * into a tag record, which the server refuses unless the name passes. */
+Test(tag_request, name_rule)
+{
+    for (size_t i = 0; i < NBAD; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_tag_request(&b, WIRE_TAG_CRASH, 1, bad_names[i]), 0);
+        wt_expect(WIRE_T_TAG_REQUEST, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
+        wire_buf_free(&b);
+    }
+}
+
+static void check_text(const uint8_t *body, size_t len, void *arg)
+{
+    char text[WIRE_MAX_TEXT + 1];
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_stop(body, len, text, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_str_eq(text, arg);
+}
+
+Test(stop, roundtrip)
+{
+    char t[WIRE_MAX_TEXT + 1];
+    const char *texts[] = {"", "planned failover to site B", repeat(t, 'r', WIRE_MAX_TEXT)};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_stop(&b, texts[i]), 0);
+        wt_roundtrip(&b, WIRE_T_STOP, check_text, (void *)texts[i]);
+        wire_buf_free(&b);
+    }
+}
+
+struct err_want {
+    uint16_t code;
+    const char *text;
+};
+
+static void check_error(const uint8_t *body, size_t len, void *arg)
+{
+    const struct err_want *want = arg;
+    wire_error_t got;
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_error(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(got.code, want->code);
+    cr_assert_str_eq(got.text, want->text);
+}
+
+Test(error, roundtrip)
+{
+    char t[WIRE_MAX_TEXT + 1];
+    struct err_want e[] = {{WIRE_E_PROTOCOL, "records body is truncated"},
+                           {WIRE_E_STOPPED, ""},
+                           {0xffff, repeat(t, 'e', WIRE_MAX_TEXT)}};
+    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_error(&b, e[i].code, e[i].text), 0);
+        wt_roundtrip(&b, WIRE_T_ERROR, check_error, &e[i]);
+        wire_buf_free(&b);
+    }
+}
+
+/* ---- every type: truncated and trailing ----------------------------------------- */
+
+/* A valid body of each type, in b (as frames); returns how many. */
+static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
+{
+    size_t n = 0;
+#define NEXT(t, call)                                                                                          \
+    do {                                                                                                       \
+        starts[n] = b->len;                                                                                    \
+        types[n++] = (t);                                                                                      \
+        cr_assert_eq((call), 0);                                                                               \
+    } while (0)
+    wire_hello_t h = sample_hello(3);
+    NEXT(WIRE_T_HELLO, wire_enc_hello(b, &h));
+    uint8_t mac[WIRE_MAC_LEN] = {1};
+    NEXT(WIRE_T_AUTH, wire_enc_auth(b, mac));
+    uint8_t data[1024];
+    memset(data, 'w', sizeof data);
+    wire_entry_t e[] = {{.kind = WIRE_R_WRITE, .length = 1024, .offset = 512, .data = data},
+                        {.kind = WIRE_R_TAG, .tag_kind = WIRE_TAG_APP, .length = 2, .id = 3, .data = (const uint8_t *)"t1"}};
+    NEXT(WIRE_T_RECORDS, wire_enc_records(b, 5, e, 2, false));
+    NEXT(WIRE_T_RECORDS, wire_enc_records(b, 5, e, 2, true));
+    wire_challenge_t c = {.server_id = "srv"};
+    NEXT(WIRE_T_CHALLENGE, wire_enc_challenge(b, &c));
+    wire_welcome_t w = {.next_seq = 3, .window_bytes = 10, .max_batch_data = 10};
+    NEXT(WIRE_T_WELCOME, wire_enc_welcome(b, &w));
+    NEXT(WIRE_T_ACK, wire_enc_ack(b, 7));
+    NEXT(WIRE_T_TAG_REQUEST, wire_enc_tag_request(b, WIRE_TAG_GROUP, 9, "grp"));
+    NEXT(WIRE_T_STOP, wire_enc_stop(b, "stop"));
+    NEXT(WIRE_T_ERROR, wire_enc_error(b, WIRE_E_SEQUENCE, "gap"));
+#undef NEXT
+    starts[n] = b->len;
+    return n;
+}
+
+Test(bodies, truncated_bodies_are_refused)
+{
+    wire_buf_t b = {0};
+    uint16_t types[16];
+    size_t starts[17];
+    size_t n = one_of_each(&b, types, starts);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *body = b.data + starts[i] + WIRE_HDR_LEN;
+        size_t len = starts[i + 1] - starts[i] - WIRE_HDR_LEN;
+        wt_expect(types[i], body, len, 0, NULL);
+        /* HELLO's fixed fields: test hello.truncated_inside_the_fixed_fields */
+        for (size_t cut = types[i] == WIRE_T_HELLO ? 8 : 0; cut < len; cut++) {
+            /* Exactly cut bytes, so ASan sees any read past the end. */
+            uint8_t *copy = malloc(cut ? cut : 1);
+            memcpy(copy, body, cut);
+            char reason[256] = "";
+            int rc = wt_dec_any(types[i], copy, cut, reason, sizeof reason);
+            cr_assert_eq(rc, WIRE_E_PROTOCOL, "type 0x%x cut to %zu of %zu bytes: %d (%s) \"%s\"", types[i], cut,
+                         len, rc, wire_err_name(rc), reason);
+            cr_assert(reason[0]);
+            free(copy);
+        }
+    }
+    wire_buf_free(&b);
+}
+
+Test(bodies, trailing_bytes_are_refused)
+{
+    wire_buf_t b = {0};
+    uint16_t types[16];
+    size_t starts[17];
+    size_t n = one_of_each(&b, types, starts);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *body = b.data + starts[i] + WIRE_HDR_LEN;
+        size_t len = starts[i + 1] - starts[i] - WIRE_HDR_LEN;
+        for (size_t extra = 1; extra <= 9; extra += 4) {
+            uint8_t *copy = calloc(1, len + extra);
+            memcpy(copy, body, len);
+            wt_expect(types[i], copy, len + extra, WIRE_E_PROTOCOL, NULL);
+            free(copy);
+        }
+    }
+    wire_buf_free(&b);
+}
