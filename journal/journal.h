@@ -155,7 +155,8 @@ int jnl_append_wait(jnl_t *j, uint8_t type, const void *payload, size_t len, uns
                     uint64_t *lsn_out);
 
 /* Wait until durable_lsn >= lsn or timeout (ms; <0 waits forever).
- * 0, -ETIMEDOUT, TM_ECLOSED. */
+ * 0 (also after close, for an LSN that was made durable), -ETIMEDOUT,
+ * TM_ECLOSED (closed before lsn became durable). */
 int jnl_wait_durable(jnl_t *j, uint64_t lsn, int timeout_ms);
 
 void jnl_get_stats(jnl_t *j, jnl_stats_t *st);
