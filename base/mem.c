@@ -50,3 +50,21 @@ void tm_free(void *ptr)
     tm__alloc.free(ptr);
     errno = saved;
 }
+
+int tm_grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 8;
+    while (n < need) {
+        if (n > SIZE_MAX / 2 / elem)
+            return -ENOMEM;
+        n *= 2;
+    }
+    void *p = tm_realloc(*arr, n * elem);
+    if (!p)
+        return -ENOMEM;
+    *arr = p;
+    *cap = n;
+    return 0;
+}

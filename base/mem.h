@@ -22,6 +22,10 @@ void *tm_malloc(size_t size);
 void *tm_calloc(size_t n, size_t size);
 void *tm_realloc(void *ptr, size_t size);
 char *tm_strdup(const char *s);
+/* Make the array *arr (of elements of size elem, capacity *cap) hold at
+ * least need elements, doubling from 8. 0, or -ENOMEM with *arr untouched. */
+int tm_grow(void **arr, size_t *cap, size_t need, size_t elem);
+
 /* Frees ptr; preserves errno so it can sit between a failing call and its report. */
 void tm_free(void *ptr);
 

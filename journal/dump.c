@@ -86,28 +86,26 @@ static int jnl__dump_records(jnl_dumper_t *d, const jnl_seg_file_t *f, bool seal
         }
         goto out;
     }
-    if (off >= w.limit) {
-        fprintf(d->out, "  end of log at offset %llu: end of segment; last LSN %llu\n", (unsigned long long)off,
-                (unsigned long long)(expect - 1));
+    jnl__end_info_t e;
+    if ((rc = jnl__classify_end(&w, &s, off, expect, v, &e)) != 0)
         goto out;
-    }
-    uint64_t later, same;
-    rc = jnl__look_ahead(&w, &s, off, expect, &later, &same);
-    if (rc)
-        goto out;
-    if (later) {
+    switch (e.kind) {
+    case JNL__END_CORRUPT:
         fprintf(d->out, "  CORRUPT at offset %llu: %s; durable records follow at offset %llu\n",
-                (unsigned long long)off, jnl_rec_verdict_str(v), (unsigned long long)later);
+                (unsigned long long)off, e.reason, (unsigned long long)e.later_off);
         rc = TM_ECORRUPT;
-    } else if ((v == JNL_REC_ZERO_LENGTH || v == JNL_REC_STALE_SALT) && same == 0) {
-        fprintf(d->out, "  end of log at offset %llu: %s; last LSN %llu\n", (unsigned long long)off,
-                jnl_rec_verdict_str(v), (unsigned long long)(expect - 1));
-    } else {
+        break;
+    case JNL__END_CLEAN:
+        fprintf(d->out, "  end of log at offset %llu: %s; last LSN %llu\n", (unsigned long long)off, e.reason,
+                (unsigned long long)(expect - 1));
+        break;
+    case JNL__END_TORN:
         fprintf(d->out,
                 "  torn tail at offset %llu: %s; the log ends at LSN %llu; %llu record(s) of the unfinished "
                 "batch would be dropped\n",
-                (unsigned long long)off, jnl_rec_verdict_str(v), (unsigned long long)(expect - 1),
-                (unsigned long long)same);
+                (unsigned long long)off, e.reason, (unsigned long long)(expect - 1),
+                (unsigned long long)e.same_batch);
+        break;
     }
 out:
     jnl__win_free(&w);

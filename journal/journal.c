@@ -269,16 +269,8 @@ int jnl_retire(jnl_t *j, uint64_t below, unsigned *dropped)
         pthread_mutex_lock(&j->mu);
         bool keep = j->nspares < j->opt.spare_segments;
         uint64_t spare_id = j->next_spare_id;
-        if (keep && j->nspares == j->spares_cap) {
-            size_t cap = j->spares_cap ? j->spares_cap * 2 : 8;
-            uint64_t *p = tm_realloc(j->spares, cap * sizeof *p);
-            if (p) {
-                j->spares = p;
-                j->spares_cap = cap;
-            } else {
-                keep = false;
-            }
-        }
+        if (keep && tm_grow((void **)&j->spares, &j->spares_cap, j->nspares + 1, sizeof *j->spares))
+            keep = false;
         if (keep)
             j->next_spare_id++;
         pthread_mutex_unlock(&j->mu);

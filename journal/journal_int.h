@@ -123,6 +123,19 @@ jnl_rec_verdict_t jnl__check_at(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, 
 int jnl__look_ahead(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, uint64_t *later_off,
                     uint64_t *same_batch);
 
+/* How the last segment ends at off, where the scan found its first invalid
+ * record (verdict v, expected LSN expect; off at the limit means it is full). */
+typedef enum { JNL__END_CLEAN, JNL__END_TORN, JNL__END_CORRUPT } jnl__end_t;
+typedef struct jnl__end_info {
+    jnl__end_t kind;
+    const char *reason;  /* "end of segment" or the verdict's name */
+    uint64_t later_off;  /* CORRUPT: where a durable record follows */
+    uint64_t same_batch; /* TORN: valid-looking records of the unfinished batch */
+} jnl__end_info_t;
+
+int jnl__classify_end(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, jnl_rec_verdict_t v,
+                      jnl__end_info_t *out);
+
 /* segment.c */
 typedef struct jnl_seg_file {
     uint64_t seq;

@@ -114,38 +114,31 @@ static int jnl__scan_last(jnl_t *j, jnl_seg_t *s, uint64_t file_size, uint64_t *
     s->end = off;
     *last_lsn = expect - 1;
     j->end_pos = (jnl_pos_t){s->seq, off};
-    if (off >= limit) {
-        j->end_kind = JNL_END_CLEAN;
-        snprintf(j->end_reason, sizeof j->end_reason, "end of segment");
-        tm_info("journal: log ends in segment %llu at offset %llu (%s), last LSN %llu",
-                (unsigned long long)s->seq, (unsigned long long)off, j->end_reason, (unsigned long long)*last_lsn);
+    jnl__end_info_t e;
+    if ((rc = jnl__classify_end(&w, s, off, expect, v, &e)) != 0)
         goto out;
-    }
-
-    uint64_t later, same;
-    rc = jnl__look_ahead(&w, s, off, expect, &later, &same);
-    if (rc)
-        goto out;
-    if (later) {
+    snprintf(j->end_reason, sizeof j->end_reason, "%s", e.reason);
+    switch (e.kind) {
+    case JNL__END_CORRUPT:
         tm_error("journal: corruption in segment %llu at offset %llu (%s): durable records follow at offset %llu; "
                  "refusing to open (inspect with: tidemark journal dump %s)",
-                 (unsigned long long)s->seq, (unsigned long long)off, jnl_rec_verdict_str(v),
-                 (unsigned long long)later, j->dir);
+                 (unsigned long long)s->seq, (unsigned long long)off, e.reason, (unsigned long long)e.later_off,
+                 j->dir);
         rc = TM_ECORRUPT;
-        goto out;
-    }
-    snprintf(j->end_reason, sizeof j->end_reason, "%s", jnl_rec_verdict_str(v));
-    j->torn_records = same;
-    if ((v == JNL_REC_ZERO_LENGTH || v == JNL_REC_STALE_SALT) && same == 0) {
+        break;
+    case JNL__END_CLEAN:
         j->end_kind = JNL_END_CLEAN;
-        tm_info("journal: log ends in segment %llu at offset %llu (%s), last LSN %llu",
-                (unsigned long long)s->seq, (unsigned long long)off, j->end_reason, (unsigned long long)*last_lsn);
-    } else {
+        tm_info("journal: log ends in segment %llu at offset %llu (%s), last LSN %llu", (unsigned long long)s->seq,
+                (unsigned long long)off, e.reason, (unsigned long long)*last_lsn);
+        break;
+    case JNL__END_TORN:
         j->end_kind = JNL_END_TORN;
+        j->torn_records = e.same_batch;
         tm_warn("journal: torn tail in segment %llu at offset %llu (%s); the log ends at LSN %llu; "
                 "%llu record(s) of the unfinished batch dropped",
-                (unsigned long long)s->seq, (unsigned long long)off, j->end_reason, (unsigned long long)*last_lsn,
-                (unsigned long long)same);
+                (unsigned long long)s->seq, (unsigned long long)off, e.reason, (unsigned long long)*last_lsn,
+                (unsigned long long)e.same_batch);
+        break;
     }
 out:
     jnl__win_free(&w);
@@ -172,14 +165,8 @@ static int jnl__reclaim_leftover(jnl_t *j, const jnl_seg_file_t *f)
     tm_free(to);
     if (rc)
         return rc;
-    if (j->nspares == j->spares_cap) {
-        size_t cap = j->spares_cap ? j->spares_cap * 2 : 8;
-        uint64_t *p = tm_realloc(j->spares, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        j->spares = p;
-        j->spares_cap = cap;
-    }
+    if (tm_grow((void **)&j->spares, &j->spares_cap, j->nspares + 1, sizeof *j->spares))
+        return -ENOMEM;
     j->spares[j->nspares++] = j->next_spare_id++;
     return 0;
 }

@@ -117,3 +117,25 @@ int jnl__look_ahead(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t exp
     }
     return 0;
 }
+
+int jnl__classify_end(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, jnl_rec_verdict_t v,
+                      jnl__end_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (off >= w->limit) {
+        out->kind = JNL__END_CLEAN;
+        out->reason = "end of segment";
+        return 0;
+    }
+    out->reason = jnl_rec_verdict_str(v);
+    int rc = jnl__look_ahead(w, s, off, expect, &out->later_off, &out->same_batch);
+    if (rc)
+        return rc;
+    if (out->later_off)
+        out->kind = JNL__END_CORRUPT;
+    else if ((v == JNL_REC_ZERO_LENGTH || v == JNL_REC_STALE_SALT) && out->same_batch == 0)
+        out->kind = JNL__END_CLEAN; /* space never written in this life of the file */
+    else
+        out->kind = JNL__END_TORN;
+    return 0;
+}

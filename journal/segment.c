@@ -64,27 +64,13 @@ int jnl__list(const jnl_io_t *io, const char *dir, jnl_seg_file_t **segs_out, si
     while ((de = readdir(d)) != NULL) {
         uint64_t n;
         if (jnl_parse_seg_name(de->d_name, &n)) {
-            if (nsegs == cap_s) {
-                cap_s = cap_s ? cap_s * 2 : 16;
-                void *p = tm_realloc(segs, cap_s * sizeof *segs);
-                if (!p) {
-                    rc = -ENOMEM;
-                    goto out_closedir;
-                }
-                segs = p;
-            }
+            if ((rc = tm_grow((void **)&segs, &cap_s, nsegs + 1, sizeof *segs)) != 0)
+                goto out_closedir;
             memset(&segs[nsegs], 0, sizeof segs[nsegs]);
             segs[nsegs++].seq = n;
         } else if (jnl_parse_spare_name(de->d_name, &n)) {
-            if (nspares == cap_p) {
-                cap_p = cap_p ? cap_p * 2 : 8;
-                void *p = tm_realloc(spares, cap_p * sizeof *spares);
-                if (!p) {
-                    rc = -ENOMEM;
-                    goto out_closedir;
-                }
-                spares = p;
-            }
+            if ((rc = tm_grow((void **)&spares, &cap_p, nspares + 1, sizeof *spares)) != 0)
+                goto out_closedir;
             spares[nspares++] = n;
         }
     }

@@ -263,14 +263,8 @@ static int jnl__write_batch(jnl_t *j, jnl_batch_t *b)
 static int jnl__note_durable(jnl_t *j, jnl_batch_t *b)
 {
     if (b->roll) {
-        if (j->nsegs == j->segs_cap) {
-            size_t cap = j->segs_cap ? j->segs_cap * 2 : 16;
-            jnl_seg_t *p = tm_realloc(j->segs, cap * sizeof *p);
-            if (!p)
-                return -ENOMEM;
-            j->segs = p;
-            j->segs_cap = cap;
-        }
+        if (tm_grow((void **)&j->segs, &j->segs_cap, j->nsegs + 1, sizeof *j->segs))
+            return -ENOMEM;
         j->segs[j->nsegs++] = (jnl_seg_t){
             .seq = b->hdr.seq,
             .first_lsn = b->hdr.first_lsn,
