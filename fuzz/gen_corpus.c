@@ -1,8 +1,9 @@
 /*
  * Writes the fuzz targets' seed corpus: a few valid records and segment
  * headers, and the end-of-log shapes recovery meets (zeroed space, a torn
- * record, a stale salt, an unknown version). The output is committed under
- * fuzz/corpus/; rerun after a format change:
+ * record, a stale salt, an unknown version); and one valid agent protocol
+ * frame of each type. The output is committed under fuzz/corpus/; rerun
+ * after a format or protocol change:
  *
  *     fuzz_gen_corpus fuzz/corpus
  *
@@ -21,6 +22,8 @@
 #include "base/mem.h"
 #include "fuzz/fuzz_params.h"
 #include "journal/format.h"
+#include "wire/msg.h"
+#include "wire/wire.h"
 
 static int write_file(const char *dir, const char *sub, const char *name, const uint8_t *buf, size_t len)
 {
@@ -176,6 +179,105 @@ static int gen_headers(const char *dir)
     return write_file(dir, sub, "name-spare", (const uint8_t *)spare, sizeof spare - 1);
 }
 
+/* One fuzz_wire_frame seed: the byte it reads as its cutting plan (0: the
+ * stream in one read), then the frames in b. Empties b. */
+static int wire_seed(const char *dir, const char *name, uint8_t plan, wire_buf_t *b)
+{
+    int rc = -ENOMEM;
+    uint8_t *buf = b->oom ? NULL : tm_malloc(b->len + 1);
+    if (buf != NULL) {
+        buf[0] = plan;
+        memcpy(buf + 1, b->data, b->len);
+        rc = write_file(dir, "fuzz_wire_frame", name, buf, b->len + 1);
+        tm_free(buf);
+    }
+    wire_buf_reset(b);
+    return rc;
+}
+
+static int gen_wire(const char *dir)
+{
+    wire_buf_t b = {0};
+    int rc = -ENOMEM; /* what a failing encoder means here */
+    static uint8_t data[4096];
+
+    wire_hello_t h = {.version = WIRE_VERSION, .ndisks = 2, .machine = "db-01", .agent_version = "0.1.0"};
+    memcpy(h.disks[0].name, "sda", 4);
+    h.disks[0].size = 10u << 30;
+    memcpy(h.disks[1].name, "sdb.data", 9);
+    h.disks[1].size = 1u << 20;
+    if (wire_enc_hello(&b, &h) != 0 || (rc = wire_seed(dir, "hello", 0, &b)) != 0)
+        goto out;
+
+    uint8_t mac[WIRE_MAC_LEN];
+    for (unsigned i = 0; i < sizeof mac; i++)
+        mac[i] = (uint8_t)(i * 29 + 3);
+    rc = -ENOMEM;
+    /* A byte at a time. */
+    if (wire_enc_auth(&b, mac) != 0 || (rc = wire_seed(dir, "auth", 1, &b)) != 0)
+        goto out;
+
+    /* Every record kind, raw; then writes lz4 compressed. */
+    for (unsigned i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 131 + (i >> 7));
+    wire_entry_t e[] = {
+        {.kind = WIRE_R_WRITE, .disk = 0, .length = 1024, .offset = 8192, .data = data},
+        {.kind = WIRE_R_ZERO, .disk = 1, .length = 65536, .offset = 0},
+        {.kind = WIRE_R_TRIM, .disk = 1, .length = 512, .offset = 1u << 19},
+        {.kind = WIRE_R_TAG, .tag_kind = WIRE_TAG_CRASH, .length = 6, .id = 7, .data = (const uint8_t *)"hourly"},
+        {.kind = WIRE_R_FLUSH},
+    };
+    rc = -ENOMEM;
+    if (wire_enc_records(&b, 1, e, 5, false) != 0 || (rc = wire_seed(dir, "records-raw", 0x23, &b)) != 0)
+        goto out;
+    for (unsigned i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)"tidemark agent "[(i / 16) % 15];
+    wire_entry_t z[] = {
+        {.kind = WIRE_R_WRITE, .disk = 0, .length = 4096, .offset = 0, .data = data},
+        {.kind = WIRE_R_TAG, .tag_kind = WIRE_TAG_APP, .length = 7, .id = 8, .data = (const uint8_t *)"pg.dump"},
+        {.kind = WIRE_R_TAG, .tag_kind = WIRE_TAG_GROUP, .length = 3, .id = 9, .data = (const uint8_t *)"grp"},
+    };
+    rc = -ENOMEM;
+    if (wire_enc_records(&b, 100, z, 3, true) != 0 || (rc = wire_seed(dir, "records-lz4", 0, &b)) != 0)
+        goto out;
+
+    wire_challenge_t c = {.server_id = "appliance-1"};
+    for (unsigned i = 0; i < WIRE_NONCE_LEN; i++)
+        c.nonce[i] = (uint8_t)(i * 7 + 1);
+    rc = -ENOMEM;
+    if (wire_enc_challenge(&b, &c) != 0 || (rc = wire_seed(dir, "challenge", 0x02, &b)) != 0)
+        goto out;
+    wire_welcome_t w = {.next_seq = 1, .window_bytes = 64u << 20, .max_batch_data = WIRE_MAX_BATCH_DATA};
+    rc = -ENOMEM;
+    if (wire_enc_welcome(&b, &w) != 0 || (rc = wire_seed(dir, "welcome", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_ack(&b, 5) != 0 || (rc = wire_seed(dir, "ack", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_tag_request(&b, WIRE_TAG_APP, 12, "before-upgrade") != 0 ||
+        (rc = wire_seed(dir, "tag-request", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_stop(&b, "planned failover") != 0 || (rc = wire_seed(dir, "stop", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_error(&b, WIRE_E_SEQUENCE, "expected sequence 6, got 9") != 0 ||
+        (rc = wire_seed(dir, "error", 0, &b)) != 0)
+        goto out;
+
+    /* Frames back to back, in pieces of up to 17 bytes. */
+    rc = -ENOMEM;
+    if (wire_enc_ack(&b, 6) != 0 || wire_enc_tag_request(&b, WIRE_TAG_CRASH, 13, "t13") != 0 ||
+        wire_enc_stop(&b, "") != 0 || (rc = wire_seed(dir, "stream", 0x04, &b)) != 0)
+        goto out;
+    rc = 0;
+
+out:
+    wire_buf_free(&b);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -189,6 +291,8 @@ int main(int argc, char **argv)
     int rc = gen_records(argv[1]);
     if (rc == 0)
         rc = gen_headers(argv[1]);
+    if (rc == 0)
+        rc = gen_wire(argv[1]);
     if (rc != 0) {
         fprintf(stderr, "%s: %s\n", argv[0], tm_strerror(rc));
         return 1;

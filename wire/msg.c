@@ -50,12 +50,16 @@ int wire_dec_hello(const uint8_t *body, size_t len, wire_hello_t *m, char *reaso
     wire_rd_t r;
     wire_rd_init(&r, body, len);
     memset(m, 0, sizeof *m);
+    /* The version first: a later version may lay out the rest otherwise. */
     m->version = wire_get_u16(&r);
-    m->ndisks = wire_get_u16(&r);
-    uint32_t flags = wire_get_u32(&r);
     if (!r.bad && m->version != WIRE_VERSION)
         return wire__fail(WIRE_E_VERSION, reason, rlen, "agent speaks protocol version %u; this server speaks %u",
                           m->version, WIRE_VERSION);
+    m->ndisks = wire_get_u16(&r);
+    uint32_t flags = wire_get_u32(&r);
+    /* cut inside the fixed fields: truncated, not "0 disks" */
+    if (r.bad)
+        return wire__finish(&r, "hello", reason, rlen);
     if (flags)
         return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "hello flags 0x%x are not defined", flags);
     if (m->ndisks == 0 || m->ndisks > WIRE_MAX_DISKS)
@@ -73,8 +77,9 @@ int wire_dec_hello(const uint8_t *body, size_t len, wire_hello_t *m, char *reaso
         if (!wire_name_ok(m->disks[i].name))
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "disk %u has a name that is not 1-%u of [A-Za-z0-9._-]",
                               i, WIRE_MAX_NAME);
-        if (m->disks[i].size == 0 || m->disks[i].size % WIRE_SECTOR)
-            return wire__fail(WIRE_E_RANGE, reason, rlen, "disk %s has size %llu, not a positive multiple of %u",
+        /* Sizes become off_t later: at most INT64_MAX. */
+        if (m->disks[i].size == 0 || m->disks[i].size % WIRE_SECTOR || m->disks[i].size > INT64_MAX)
+            return wire__fail(WIRE_E_RANGE, reason, rlen, "disk %s has size %llu, not a positive multiple of %u below 2^63",
                               m->disks[i].name, (unsigned long long)m->disks[i].size, WIRE_SECTOR);
         for (unsigned k = 0; k < i; k++)
             if (strcmp(m->disks[k].name, m->disks[i].name) == 0)
@@ -136,7 +141,8 @@ int wire_dec_welcome(const uint8_t *body, size_t len, wire_welcome_t *m, char *r
     m->window_bytes = wire_get_u32(&r);
     m->max_batch_data = wire_get_u32(&r);
     int rc = wire__finish(&r, "welcome", reason, rlen);
-    if (rc == 0 && (m->next_seq == 0 || m->max_batch_data == 0 || m->max_batch_data > WIRE_MAX_BATCH_DATA))
+    if (rc == 0 && (m->next_seq == 0 || m->window_bytes == 0 || m->max_batch_data == 0 ||
+                    m->max_batch_data > WIRE_MAX_BATCH_DATA))
         return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "welcome has impossible values");
     return rc;
 }
@@ -176,6 +182,10 @@ int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uin
     int rc = wire__finish(&r, "tag request", reason, rlen);
     if (rc == 0 && (*tag_kind < WIRE_TAG_CRASH || *tag_kind > WIRE_TAG_GROUP))
         return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "tag kind %u is not defined", *tag_kind);
+    /* the name goes into a tag record, where only names pass */
+    if (rc == 0 && !wire_name_ok(name))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "tag request name is not 1-%u of [A-Za-z0-9._-]",
+                          WIRE_MAX_NAME);
     return rc;
 }
 
@@ -287,9 +297,10 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
         __attribute__((fallthrough));
     case WIRE_R_ZERO:
     case WIRE_R_TRIM:
-        if (e->length == 0 || e->offset % WIRE_SECTOR || e->length % WIRE_SECTOR)
+        /* a range past 2^64 would wrap a later "offset + length > size" check */
+        if (e->length == 0 || e->offset % WIRE_SECTOR || e->length % WIRE_SECTOR || e->offset > UINT64_MAX - e->length)
             return wire__fail(WIRE_E_RANGE, reason, rlen,
-                              "record %u: range at %llu of %u bytes is empty or not a multiple of %u", i,
+                              "record %u: range at %llu of %u bytes is empty, not a multiple of %u or past 2^64", i,
                               (unsigned long long)e->offset, e->length, WIRE_SECTOR);
         if (e->disk >= WIRE_MAX_DISKS || e->tag_kind || (e->kind != WIRE_R_WRITE && e->hash) || e->id)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: fields that must be zero are not", i);
@@ -326,6 +337,10 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
     if (m->count == 0 || m->count > WIRE_MAX_BATCH_RECORDS)
         return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "records frame holds %u records; 1 to %u are allowed",
                           m->count, WIRE_MAX_BATCH_RECORDS);
+    /* the last record's sequence, first_seq + count - 1, must not wrap to 0 */
+    if (m->first_seq > UINT64_MAX - (m->count - 1u))
+        return wire__fail(WIRE_E_SEQUENCE, reason, rlen, "records from sequence %llu on run past the last one",
+                          (unsigned long long)m->first_seq);
     if (m->codec > 1 || reserved)
         return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records codec %u is not defined", m->codec);
     if (m->raw_len > WIRE_MAX_BATCH_DATA)
@@ -379,7 +394,7 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
             char name[WIRE_MAX_NAME + 1];
             memcpy(name, e->data, e->length);
             name[e->length] = '\0';
-            if (!wire_name_ok(name))
+            if (memchr(name, '\0', e->length) || !wire_name_ok(name))
                 return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag name is not 1-%u of [A-Za-z0-9._-]",
                                   i, WIRE_MAX_NAME);
         }

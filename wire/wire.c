@@ -79,7 +79,8 @@ wire_status_t wire_decode(wire_decoder_t *d, const uint8_t *buf, size_t len, siz
         size_t take = WIRE_HDR_LEN - d->hdr_have;
         if (take > len)
             take = len;
-        memcpy(d->hdr_buf + d->hdr_have, buf, take);
+        if (take)
+            memcpy(d->hdr_buf + d->hdr_have, buf, take);
         d->hdr_have += take;
         *used += take;
         if (d->hdr_have < WIRE_HDR_LEN)
@@ -185,8 +186,10 @@ int wire_frame_end(wire_buf_t *b, size_t start)
         return -1;
     uint8_t *h = b->data + start;
     size_t body = b->len - start - WIRE_HDR_LEN;
-    if (body > wire_body_limit(tm_get16(h)))
+    if (body > wire_body_limit(tm_get16(h))) {
+        b->len = start; /* leave no half-built frame behind */
         return -1;
+    }
     tm_put32(h + 4, (uint32_t)body);
     XXH3_state_t st;
     XXH3_64bits_reset(&st);

@@ -5,6 +5,7 @@
  * must refuse it with the protocol's code and a reason. Truncated bodies and
  * trailing bytes are refused for every type.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,7 +79,7 @@ Test(hello, roundtrip_at_every_length_limit)
         h.disks[i].name[1] = (char)('a' + i / 26);
     }
     h.disks[0].size = WIRE_SECTOR;
-    h.disks[1].size = UINT64_MAX - (WIRE_SECTOR - 1);
+    h.disks[1].size = (uint64_t)INT64_MAX - (WIRE_SECTOR - 1);
     wire_buf_t b = {0};
     cr_assert_eq(wire_enc_hello(&b, &h), 0);
     cr_assert_leq(wt_body_len(&b), wire_body_limit(WIRE_T_HELLO));
@@ -240,14 +241,15 @@ Test(hello, duplicate_disk_names)
 
 Test(hello, disk_sizes_are_positive_multiples_of_512)
 {
-    static const uint64_t bad[] = {0, 1, 511, 513, 1000, 4097, UINT64_MAX};
+    /* Past INT64_MAX too: sizes become off_t in the server. */
+    static const uint64_t bad[] = {0, 1, 511, 513, 1000, 4097, (uint64_t)INT64_MAX + 1, UINT64_MAX - 511, UINT64_MAX};
     wire_buf_t b = {0};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const uint64_t sizes[] = {4096, bad[i]};
         hello_raw(&b, 1, 2, 0, "m1", "v", 2, two_names, sizes);
         wt_expect(WIRE_T_HELLO, b.data, b.len, WIRE_E_RANGE, "size");
     }
-    const uint64_t sizes[] = {512, UINT64_MAX - 511};
+    const uint64_t sizes[] = {512, (uint64_t)INT64_MAX - 511};
     hello_raw(&b, 1, 2, 0, "m1", "v", 2, two_names, sizes);
     wt_expect(WIRE_T_HELLO, b.data, b.len, 0, NULL);
     wire_buf_free(&b);

@@ -6,6 +6,7 @@
  * checksum can be bad (and that no allocation follows a length over its
  * limit), the encode helpers, the body reader and the name rule.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
