@@ -6,6 +6,7 @@
  * The other commands of the design (status, points, failover, export,
  * materialize, agent, machine, ...) come with the stages that implement them.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ void cli_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* A peer that hangs up while a reply is being written must cost that
+     * connection (EPIPE), never the process. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         cli_usage(stderr);
         return CLI_EXIT_USAGE;
