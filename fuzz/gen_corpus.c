@@ -1,8 +1,9 @@
 /*
  * Writes the fuzz targets' seed corpus: a few valid records and segment
  * headers, and the end-of-log shapes recovery meets (zeroed space, a torn
- * record, a stale salt, an unknown version); and one valid agent protocol
- * frame of each type. The output is committed under fuzz/corpus/; rerun
+ * record, a stale salt, an unknown version); one valid agent protocol
+ * frame of each type; and NBD client sessions (options, then requests, valid
+ * and refused). The output is committed under fuzz/corpus/; rerun
  * after a format or protocol change:
  *
  *     fuzz_gen_corpus fuzz/corpus
@@ -18,10 +19,12 @@
 
 #include <lz4.h>
 
+#include "base/endian.h"
 #include "base/err.h"
 #include "base/mem.h"
 #include "fuzz/fuzz_params.h"
 #include "journal/format.h"
+#include "nbd/nbd_int.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
@@ -278,6 +281,190 @@ out:
     return rc;
 }
 
+/* One fuzz_nbd_proto seed being built: the prefix naming the export, then
+ * what a client sends. Too much for buf sets over. */
+typedef struct nbd_seed {
+    uint8_t buf[8192];
+    size_t len;
+    int over;
+} nbd_seed_t;
+
+static uint8_t *nbd_room(nbd_seed_t *s, size_t n)
+{
+    if (s->over || n > sizeof s->buf - s->len) {
+        s->over = 1;
+        return NULL;
+    }
+    uint8_t *p = s->buf + s->len;
+    s->len += n;
+    return p;
+}
+
+static void nbd_begin(nbd_seed_t *s, uint8_t cfg, uint16_t tflags, uint64_t size)
+{
+    s->len = 0;
+    s->over = 0;
+    uint8_t *p = nbd_room(s, FUZZ_NBD_PREFIX_LEN);
+    p[0] = cfg;
+    tm_put_be16(p + 1, tflags);
+    tm_put_be64(p + 3, size);
+}
+
+static void nbd_opt(nbd_seed_t *s, uint32_t opt, const void *data, uint32_t len)
+{
+    uint8_t *p = nbd_room(s, NBD_OPT_HDR_LEN + (size_t)len);
+    if (p == NULL)
+        return;
+    tm_put_be64(p, NBD_IHAVEOPT);
+    tm_put_be32(p + 8, opt);
+    tm_put_be32(p + 12, len);
+    if (len > 0)
+        memcpy(p + NBD_OPT_HDR_LEN, data, len);
+}
+
+/* OPT_INFO/OPT_GO: name length, name, info count, infos. */
+static void nbd_go(nbd_seed_t *s, uint32_t opt, const char *name, size_t name_len, const uint16_t *infos,
+                   uint16_t ninfo)
+{
+    uint8_t data[4 + NBD_MAX_NAME + 2 + 16];
+    if (name_len > NBD_MAX_NAME || ninfo > 8) {
+        s->over = 1;
+        return;
+    }
+    tm_put_be32(data, (uint32_t)name_len);
+    memcpy(data + 4, name, name_len);
+    tm_put_be16(data + 4 + name_len, ninfo);
+    for (uint16_t i = 0; i < ninfo; i++)
+        tm_put_be16(data + 4 + name_len + 2 + 2 * i, infos[i]);
+    nbd_opt(s, opt, data, (uint32_t)(4 + name_len + 2 + 2 * (size_t)ninfo));
+}
+
+/* A request; a WRITE's payload follows (a pattern of length bytes). */
+static void nbd_req(nbd_seed_t *s, uint16_t flags, uint16_t type, uint64_t handle, uint64_t offset, uint32_t length)
+{
+    uint32_t payload = type == NBD_CMD_WRITE ? length : 0;
+    uint8_t *p = nbd_room(s, NBD_REQ_HDR_LEN + (size_t)payload);
+    if (p == NULL)
+        return;
+    tm_put_be32(p, NBD_REQUEST_MAGIC);
+    tm_put_be16(p + 4, flags);
+    tm_put_be16(p + 6, type);
+    tm_put_be64(p + 8, handle);
+    tm_put_be64(p + 16, offset);
+    tm_put_be32(p + 24, length);
+    for (uint32_t i = 0; i < payload; i++)
+        p[NBD_REQ_HDR_LEN + i] = (uint8_t)(i * 13 + 5);
+}
+
+static int nbd_write_seed(const char *dir, const char *name, nbd_seed_t *s)
+{
+    return s->over ? -ENOSPC : write_file(dir, "fuzz_nbd_proto", name, s->buf, s->len);
+}
+
+static int gen_nbd(const char *dir)
+{
+    static nbd_seed_t s;
+    const uint16_t name_bs[] = {NBD_INFO_NAME, NBD_INFO_BLOCK_SIZE};
+    const uint16_t export_only[] = {NBD_INFO_EXPORT};
+    const uint8_t all_ops = FUZZ_NBD_WRITE | FUZZ_NBD_FLUSH | FUZZ_NBD_TRIM | FUZZ_NBD_ZERO;
+    int rc;
+
+    /* A modern client on a writable export: GO, then one of each command. */
+    uint64_t mib = 1u << 20;
+    nbd_begin(&s, all_ops | FUZZ_NBD_MULTI, 0, mib);
+    nbd_go(&s, NBD_OPT_GO, "disk0", 5, name_bs, 2);
+    nbd_req(&s, 0, NBD_CMD_READ, 1, 0, 4096);
+    nbd_req(&s, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 2, 4096, 512);
+    nbd_req(&s, 0, NBD_CMD_FLUSH, 3, 0, 0);
+    nbd_req(&s, 0, NBD_CMD_TRIM, 4, 65536, 8192);
+    nbd_req(&s, NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FUA, NBD_CMD_WRITE_ZEROES, 5, mib - 4096, 4096);
+    nbd_req(&s, 0, NBD_CMD_DISC, 6, 0, 0);
+    if ((rc = nbd_write_seed(dir, "go-read-write", &s)) != 0)
+        return rc;
+
+    /* What nbdinfo and qemu try first, on a read-only export: INFO, LIST,
+     * refused options, then GO; reads at the end, refused writes. */
+    uint64_t gib10 = 10ull << 30;
+    nbd_begin(&s, FUZZ_NBD_WRITE | FUZZ_NBD_FLUSH | FUZZ_NBD_RO, 0, gib10);
+    nbd_go(&s, NBD_OPT_INFO, "", 0, NULL, 0);
+    nbd_opt(&s, NBD_OPT_LIST, NULL, 0);
+    nbd_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    nbd_opt(&s, NBD_OPT_SET_META_CONTEXT, "\0\0\0\3sda\0\0\0\1\0\0\0\17base:allocation", 30);
+    nbd_go(&s, NBD_OPT_GO, "sda", 3, export_only, 1);
+    nbd_req(&s, 0, NBD_CMD_READ, 1, gib10 - 512, 512);
+    nbd_req(&s, 0, NBD_CMD_READ, 2, gib10, 512);
+    nbd_req(&s, 0, NBD_CMD_WRITE, 3, 0, 512);
+    nbd_req(&s, 0, NBD_CMD_TRIM, 4, 0, 4096);
+    nbd_req(&s, 0, NBD_CMD_FLUSH, 5, 0, 0);
+    nbd_req(&s, 0, NBD_CMD_DISC, 6, 0, 0);
+    if ((rc = nbd_write_seed(dir, "info-list-go-read-only", &s)) != 0)
+        return rc;
+
+    /* An old client: EXPORT_NAME, then writes at and past the end, an
+     * oversize read, commands this server does not do. */
+    uint64_t k64 = 64u << 10;
+    nbd_begin(&s, FUZZ_NBD_WRITE | FUZZ_NBD_FLUSH, 0, k64);
+    nbd_opt(&s, NBD_OPT_EXPORT_NAME, "exp", 3);
+    nbd_req(&s, 0, NBD_CMD_WRITE, 1, k64 - 1024, 1024);
+    nbd_req(&s, 0, NBD_CMD_WRITE, 2, k64 - 512, 1024);
+    nbd_req(&s, 0, NBD_CMD_READ, 3, 0, NBD_MAX_REQUEST + 1);
+    nbd_req(&s, 0, NBD_CMD_CACHE, 4, 0, 4096);
+    nbd_req(&s, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, 5, 0, 4096);
+    nbd_req(&s, 0, NBD_CMD_WRITE_ZEROES, 6, 0, 4096);
+    nbd_req(&s, 0, NBD_CMD_DISC, 7, 0, 0);
+    if ((rc = nbd_write_seed(dir, "export-name", &s)) != 0)
+        return rc;
+
+    /* Malformed GOs (count short, NUL in the name, name past the end),
+     * then ABORT. */
+    nbd_begin(&s, all_ops, 0, mib);
+    static const uint8_t go_short[] = {0, 0, 0, 2, 'a', 'b', 0, 2, 0, 1};
+    static const uint8_t go_nul[] = {0, 0, 0, 3, 'a', 0, 'b', 0, 0};
+    static const uint8_t go_past[] = {0xff, 0xff, 0xff, 0xfa, 'a', 'b', 0, 0};
+    nbd_opt(&s, NBD_OPT_GO, go_short, sizeof go_short);
+    nbd_opt(&s, NBD_OPT_INFO, go_nul, sizeof go_nul);
+    nbd_opt(&s, NBD_OPT_GO, go_past, sizeof go_past);
+    nbd_opt(&s, NBD_OPT_ABORT, NULL, 0);
+    if ((rc = nbd_write_seed(dir, "go-malformed-abort", &s)) != 0)
+        return rc;
+
+    /* The longest name there may be, then a read. */
+    static char longest[NBD_MAX_NAME];
+    memset(longest, 'n', sizeof longest);
+    nbd_begin(&s, FUZZ_NBD_RO, 0, mib);
+    nbd_go(&s, NBD_OPT_GO, longest, sizeof longest, name_bs, 2);
+    nbd_req(&s, 0, NBD_CMD_READ, 1, 0, 512);
+    if ((rc = nbd_write_seed(dir, "go-longest-name", &s)) != 0)
+        return rc;
+
+    /* An option over NBD_MAX_OPTION: the server answers and closes. */
+    nbd_begin(&s, all_ops, 0, mib);
+    uint8_t *p = nbd_room(&s, NBD_OPT_HDR_LEN);
+    if (p == NULL)
+        return -ENOSPC;
+    tm_put_be64(p, NBD_IHAVEOPT);
+    tm_put_be32(p + 8, NBD_OPT_INFO);
+    tm_put_be32(p + 12, NBD_MAX_OPTION + 1);
+    if ((rc = nbd_write_seed(dir, "option-too-big", &s)) != 0)
+        return rc;
+
+    /* Straight to requests, judged with raw flags (DF advertised, which this
+     * server never does): refused flags, a wrapping range, a 4 GiB trim on a
+     * 2^63-byte export, FLUSH with an offset, DISC with a flag. */
+    uint16_t raw = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+                   NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF;
+    nbd_begin(&s, FUZZ_NBD_TRANSMISSION | FUZZ_NBD_RAW_TFLAGS, raw, 1ull << 63);
+    nbd_req(&s, NBD_CMD_FLAG_DF, NBD_CMD_READ, 1, 0, 512);
+    nbd_req(&s, 0, NBD_CMD_READ, 2, UINT64_MAX - 511, 1024);
+    nbd_req(&s, NBD_CMD_FLAG_FUA, NBD_CMD_TRIM, 3, 0, UINT32_MAX);
+    nbd_req(&s, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE_ZEROES, 4, 0, 4096);
+    nbd_req(&s, 0, NBD_CMD_FLUSH, 5, 1, 0);
+    nbd_req(&s, NBD_CMD_FLAG_FUA, NBD_CMD_DISC, 6, 0, 0);
+    if ((rc = nbd_write_seed(dir, "requests-raw-flags", &s)) != 0)
+        return rc;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -293,6 +480,8 @@ int main(int argc, char **argv)
         rc = gen_headers(argv[1]);
     if (rc == 0)
         rc = gen_wire(argv[1]);
+    if (rc == 0)
+        rc = gen_nbd(argv[1]);
     if (rc != 0) {
         fprintf(stderr, "%s: %s\n", argv[0], tm_strerror(rc));
         return 1;
