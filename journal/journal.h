@@ -143,7 +143,8 @@ typedef struct jnl_buf {
  * Queue a record of the given type (1..255) whose payload is the
  * concatenation of bufs. The payload is copied: bufs may be reused when this
  * returns. On 0, req->lsn and req->pos are set and cb runs exactly once, on
- * the writer thread. Errors (cb never runs): TM_EINVAL (type 0), TM_ETOOBIG
+ * the writer thread: keep it short and never block in it (the next batch
+ * waits for it); an event loop should only post the result to itself. Errors (cb never runs): TM_EINVAL (type 0), TM_ETOOBIG
  * (payload over max_record), TM_ECLOSED, -EROFS (opened read_only),
  * TM_EFAILED (a failure is not cleared yet; see jnl_recover()), -ENOMEM.
  */
