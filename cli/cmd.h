@@ -14,6 +14,8 @@
 
 int cli_cmd_serve(int argc, char **argv);
 int cli_cmd_journal(int argc, char **argv);
+int cli_cmd_machine(int argc, char **argv);
+int cli_cmd_agent(int argc, char **argv);
 
 /* The top-level usage text (main.c). */
 void cli_usage(FILE *out);

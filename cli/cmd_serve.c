@@ -1,12 +1,14 @@
 /*
- * `tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES]`
+ * `tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]`
  *
- * At this stage the appliance opens (and so recovers) its journal, reports
- * what it found on stdout, and runs a libuv loop until SIGINT or SIGTERM,
- * then closes the journal and exits 0. Settings: embedded defaults, then the
- * config file, then flags (config.h). The listeners of the later stages
- * (--agents, --api, --nbd) are not accepted yet: each comes with its stage,
- * and until then it is an unknown option.
+ * The appliance opens (and so recovers) its journal, reports what it found
+ * on stdout, starts ingest (agents connect on --agents) and runs a libuv loop
+ * until SIGINT or SIGTERM; then it closes the listener and the connections,
+ * lets the journal appends already made complete, closes the journal and
+ * exits 0. Settings: embedded defaults, then the config file, then flags
+ * (config.h). The listeners of the later stages (--api, --nbd) are not
+ * accepted yet: each comes with its stage, and until then it is an unknown
+ * option.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,19 +18,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "base/addr.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "cli/cmd.h"
 #include "cli/config.h"
+#include "ingest/ingest.h"
 #include "journal/journal.h"
 
 typedef struct cli_serve_flags {
     const char *data;
     const char *config;
     const char *segment_size;
+    const char *agents;
 } cli_serve_flags_t;
 
 typedef struct cli_serve {
@@ -36,16 +42,22 @@ typedef struct cli_serve {
     uv_signal_t sigint;
     uv_signal_t sigterm;
     jnl_t *jnl;
+    const cli_config_t *cfg;
+    ingest_t *ingest;
     bool stopping;
+    bool reported; /* the failure was already explained */
 } cli_serve_t;
 
 static void cli__serve_usage(FILE *out)
 {
-    fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES]\n"
+    fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]\n"
           "  --data DIR            data folder (default " CLI_DEFAULT_DATA ", created 0700)\n"
-          "  --config FILE         settings file: `key = value` lines, keys data and\n"
-          "                        journal.segment_size; flags override it\n"
-          "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n",
+          "  --config FILE         settings file: `key = value` lines, keys data,\n"
+          "                        journal.segment_size, agents, ingest.window and\n"
+          "                        ingest.budget; flags override it\n"
+          "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n"
+          "  --agents ADDR         where agents connect, HOST:PORT or [V6]:PORT\n"
+          "                        (default " CLI_DEFAULT_AGENTS "; port 0 picks a free port)\n",
           out);
 }
 
@@ -72,8 +84,8 @@ static int cli__opt_value(int argc, char **argv, int *i, const char *name, const
 /* 0, or the exit status to return (usage already printed). */
 static int cli__serve_parse(int argc, char **argv, cli_serve_flags_t *fl, bool *help)
 {
-    static const char *const names[] = {"--data", "--config", "--segment-size"};
-    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size};
+    static const char *const names[] = {"--data", "--config", "--segment-size", "--agents"};
+    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size, &fl->agents};
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -126,6 +138,19 @@ static int cli__serve_settings(const cli_serve_flags_t *fl, cli_config_t *cfg)
     if (fl->data && cli_config_set_data(cfg, fl->data) != 0) {
         fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
         return CLI_EXIT_FAIL;
+    }
+    if (fl->agents) {
+        struct sockaddr_storage ss;
+        if (tm_addr_parse(fl->agents, &ss) != 0) {
+            fprintf(stderr, "tidemark: serve: --agents: '%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)\n",
+                    fl->agents);
+            cli__serve_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+        if (cli_config_set_agents(cfg, fl->agents) != 0) {
+            fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
+            return CLI_EXIT_FAIL;
+        }
     }
     if (fl->segment_size &&
         cli_config_parse_segment_size(fl->segment_size, &cfg->segment_size, err, sizeof err) != 0) {
@@ -220,6 +245,20 @@ static void cli__report(const char *data_dir, const char *jdir, const jnl_option
         printf("  state:       refusing appends after a failure: %s\n", tm_strerror(st.error));
 }
 
+/* Ingest is gone (connections closed, its appends completed): the journal
+ * can close. This runs from a libuv close callback, not a journal completion
+ * callback (jnl_close's rule). */
+static void cli__ingest_stopped(void *arg)
+{
+    cli_serve_t *s = arg;
+    s->ingest = NULL;
+    jnl_close(s->jnl);
+    jnl_destroy(s->jnl);
+    s->jnl = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
 static void cli__on_signal(uv_signal_t *h, int signum)
 {
     cli_serve_t *s = h->data;
@@ -227,14 +266,7 @@ static void cli__on_signal(uv_signal_t *h, int signum)
         return;
     s->stopping = true;
     tm_info("tidemark: received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-
-    /* Closing the journal waits for queued appends; nothing appends yet, so
-     * this is quick, and it is not a completion callback (jnl_close's rule). */
-    jnl_close(s->jnl);
-    jnl_destroy(s->jnl);
-    s->jnl = NULL;
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    ingest_stop(s->ingest, cli__ingest_stopped, s);
 }
 
 /* Run until a signal; the journal is closed by then. 0 or a libuv error. */
@@ -257,6 +289,24 @@ static int cli__serve_loop(cli_serve_t *s)
         rc = uv_signal_start(&s->sigterm, cli__on_signal, SIGTERM);
     if (rc != 0)
         goto out_close_signals;
+
+    char err[512];
+    ingest_options_t io = {
+        .data_dir = s->cfg->data_dir,
+        .listen = s->cfg->agents,
+        .window_bytes = (uint32_t)s->cfg->ingest_window,
+        .budget_bytes = s->cfg->ingest_budget,
+    };
+    rc = ingest_start(&s->loop, s->jnl, &io, &s->ingest, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: ingest: %s\n", err);
+        s->reported = true;
+        rc = UV_EINVAL;
+        goto out_close_signals;
+    }
+    char addr[80];
+    ingest_address(s->ingest, addr, sizeof addr);
+    printf("tidemark: agents on %s\n", addr);
 
     /* Printed only once the handlers are in place, so whoever waits for this
      * line may signal us at once. */
@@ -334,10 +384,11 @@ int cli_cmd_serve(int argc, char **argv)
     }
     cli__report(cfg.data_dir, jdir, &opts, s.jnl);
 
+    s.cfg = &cfg;
     rc = cli__serve_loop(&s);
-    if (rc != 0)
+    if (rc != 0 && !s.reported)
         fprintf(stderr, "tidemark: event loop: %s\n", uv_strerror(rc));
-    else
+    else if (rc == 0)
         status = CLI_EXIT_OK;
     if (s.jnl) {
         /* The loop failed before a signal closed the journal. */

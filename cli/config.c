@@ -2,12 +2,15 @@
 #include "cli/config.h"
 
 #include <ctype.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "base/addr.h"
 #include "base/err.h"
 #include "base/mem.h"
+#include "ingest/ingest.h"
 
 /* Longest line accepted; a longer one is reported rather than split. */
 #define CLI_CONFIG_LINE_MAX 4096
@@ -16,7 +19,20 @@ int cli_config_defaults(cli_config_t *cfg)
 {
     cfg->data_dir = tm_strdup(CLI_DEFAULT_DATA);
     cfg->segment_size = 0;
-    return cfg->data_dir ? 0 : -ENOMEM;
+    cfg->agents = tm_strdup(CLI_DEFAULT_AGENTS);
+    cfg->ingest_window = 0;
+    cfg->ingest_budget = 0;
+    return cfg->data_dir && cfg->agents ? 0 : -ENOMEM;
+}
+
+int cli_config_set_agents(cli_config_t *cfg, const char *addr)
+{
+    char *copy = tm_strdup(addr);
+    if (!copy)
+        return -ENOMEM;
+    tm_free(cfg->agents);
+    cfg->agents = copy;
+    return 0;
 }
 
 int cli_config_set_data(cli_config_t *cfg, const char *dir)
@@ -33,6 +49,66 @@ void cli_config_free(cli_config_t *cfg)
 {
     tm_free(cfg->data_dir);
     cfg->data_dir = NULL;
+    tm_free(cfg->agents);
+    cfg->agents = NULL;
+}
+
+static void cli__fmt_size(uint64_t v, char *buf, size_t len)
+{
+    if (v && v % (1ull << 30) == 0)
+        snprintf(buf, len, "%lluG", (unsigned long long)(v >> 30));
+    else if (v && v % (1ull << 20) == 0)
+        snprintf(buf, len, "%lluM", (unsigned long long)(v >> 20));
+    else if (v && v % (1ull << 10) == 0)
+        snprintf(buf, len, "%lluK", (unsigned long long)(v >> 10));
+    else
+        snprintf(buf, len, "%llu", (unsigned long long)v);
+}
+
+int cli_config_parse_bytes(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, char *err,
+                           size_t errlen)
+{
+    char lim[32];
+    uint64_t v = 0;
+    const char *p = s;
+    unsigned shift = 0;
+
+    if (!isdigit((unsigned char)*p))
+        goto out_not_bytes;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            goto out_too_big;
+        v = v * 10 + d;
+    }
+    switch (toupper((unsigned char)*p)) {
+    case 'K': shift = 10; p++; break;
+    case 'M': shift = 20; p++; break;
+    case 'G': shift = 30; p++; break;
+    default: break;
+    }
+    if (*p != '\0')
+        goto out_not_bytes;
+    if (shift && v > (UINT64_MAX >> shift))
+        goto out_too_big;
+    v <<= shift;
+    if (v < min) {
+        cli__fmt_size(min, lim, sizeof lim);
+        snprintf(err, errlen, "%s %s is below the minimum of %s", what, s, lim);
+        return TM_EINVAL;
+    }
+    if (v > max)
+        goto out_too_big;
+    *out = v;
+    return 0;
+
+out_not_bytes:
+    snprintf(err, errlen, "'%s' is not a byte count (a number, optionally followed by K, M or G)", s);
+    return TM_EINVAL;
+out_too_big:
+    cli__fmt_size(max, lim, sizeof lim);
+    snprintf(err, errlen, "%s %s is above the maximum of %s", what, s, lim);
+    return TM_EINVAL;
 }
 
 int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen)
@@ -132,7 +208,22 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
         return cli__set_data_relative(cfg, path, value);
     if (strcmp(key, "journal.segment_size") == 0)
         return cli_config_parse_segment_size(value, &cfg->segment_size, err, errlen);
-    snprintf(err, errlen, "unknown key '%s' (known: data, journal.segment_size)", key);
+    if (strcmp(key, "agents") == 0) {
+        struct sockaddr_storage ss;
+        if (tm_addr_parse(value, &ss) != 0) {
+            snprintf(err, errlen, "'%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)", value);
+            return TM_EINVAL;
+        }
+        return cli_config_set_agents(cfg, value);
+    }
+    if (strcmp(key, "ingest.window") == 0)
+        return cli_config_parse_bytes(value, "ingest.window", CLI_MIN_WINDOW, CLI_MAX_WINDOW, &cfg->ingest_window,
+                                      err, errlen);
+    if (strcmp(key, "ingest.budget") == 0)
+        return cli_config_parse_bytes(value, "ingest.budget", CLI_MIN_BUDGET, CLI_MAX_BUDGET, &cfg->ingest_budget,
+                                      err, errlen);
+    snprintf(err, errlen, "unknown key '%s' (known: data, journal.segment_size, agents, ingest.window, ingest.budget)",
+             key);
     return TM_EINVAL;
 }
 

@@ -9,10 +9,17 @@
  *                         to the folder the config file is in
  *   journal.segment_size  bytes per journal segment; suffix K, M or G (powers
  *                         of 1024) allowed
+ *   agents                where agents connect: HOST:PORT or [V6]:PORT
+ *                         (default 127.0.0.1:7707; port 0 picks a free one)
+ *   ingest.window         raw bytes an agent may send ahead of its acks
+ *                         (default 16M, at least 1M, at most 1G)
+ *   ingest.budget         bytes queued in the journal, all agents together,
+ *                         above which the server stops reading (default 256M,
+ *                         at least 16M)
  * An unknown key or a bad value is an error that names file:line.
  *
- * Keys for the later stages (agents, api, nbd listeners) come with those
- * stages; until then they are unknown keys.
+ * Keys for the later stages (api, nbd listeners) come with those stages;
+ * until then they are unknown keys.
  */
 #ifndef TM_CLI_CONFIG_H
 #define TM_CLI_CONFIG_H
@@ -23,16 +30,25 @@
 #include "journal/journal.h"
 
 #define CLI_DEFAULT_DATA "./tidemark-data"
+#define CLI_DEFAULT_AGENTS "127.0.0.1:7707"
 #define CLI_JOURNAL_SUBDIR "journal"
 
 /* Bounds on journal.segment_size: the journal's own minimum, and 1 TiB
  * above which preallocating a segment only wastes space. */
 #define CLI_MIN_SEGMENT JNL_MIN_SEGMENT
 #define CLI_MAX_SEGMENT (1ull << 40)
+/* Bounds on ingest.window (a u32 on the wire) and ingest.budget. */
+#define CLI_MIN_WINDOW (1ull << 20)
+#define CLI_MAX_WINDOW (1ull << 30)
+#define CLI_MIN_BUDGET (16ull << 20)
+#define CLI_MAX_BUDGET (1ull << 40)
 
 typedef struct cli_config {
     char *data_dir;        /* owned, tm_malloc'ed */
     uint64_t segment_size; /* 0 = the journal's default */
+    char *agents;          /* owned: the ingest listen address */
+    uint64_t ingest_window; /* 0 = ingest's default */
+    uint64_t ingest_budget; /* 0 = ingest's default */
 } cli_config_t;
 
 /* Fill in the embedded defaults. 0 or -ENOMEM. */
@@ -52,6 +68,14 @@ int cli_config_set_data(cli_config_t *cfg, const char *dir);
 /* Parse a byte count with an optional K/M/G suffix (case-insensitive) and
  * check it against the segment bounds. 0 or TM_EINVAL; err gets why. */
 int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen);
+
+/* Replace cfg->agents with a copy of addr. 0 or -ENOMEM. */
+int cli_config_set_agents(cli_config_t *cfg, const char *addr);
+
+/* Parse a byte count with an optional K/M/G suffix and check it against
+ * [min, max]; what names the setting in messages. 0 or TM_EINVAL. */
+int cli_config_parse_bytes(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, char *err,
+                           size_t errlen);
 
 void cli_config_free(cli_config_t *cfg);
 

@@ -21,12 +21,17 @@ void cli_usage(FILE *out)
     fputs("usage: tidemark <command> [options]\n"
           "\n"
           "commands:\n"
-          "  serve [--data DIR] [--config FILE] [--segment-size BYTES]\n"
-          "                          open and recover the journal, report it, run until\n"
-          "                          SIGINT or SIGTERM\n"
+          "  serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]\n"
+          "                          open and recover the journal, take agents' streams on\n"
+          "                          ADDR, run until SIGINT or SIGTERM\n"
           "  journal dump DIR [-v|--verbose]\n"
           "                          print the journal's segment headers (and records with\n"
           "                          -v); DIR is the data folder or the journal folder\n"
+          "  machine add NAME [--data DIR] [--config FILE]\n"
+          "                          register a machine; print its agent secret once\n"
+          "  agent replay|tap ...    the agent of a protected machine: stream a synthetic\n"
+          "                          workload, or tap local disk images served over NBD\n"
+          "                          (tidemark agent help)\n"
           "  version                 print the version\n"
           "  help                    print this text\n",
           out);
@@ -47,6 +52,10 @@ int main(int argc, char **argv)
         return cli_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "journal") == 0)
         return cli_cmd_journal(argc - 1, argv + 1);
+    if (strcmp(cmd, "machine") == 0)
+        return cli_cmd_machine(argc - 1, argv + 1);
+    if (strcmp(cmd, "agent") == 0)
+        return cli_cmd_agent(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("tidemark %s\n", TM_VERSION);
         return CLI_EXIT_OK;

@@ -16,11 +16,16 @@
  * contract on every call (NEED_MORE takes everything, a frame is within its
  * type's limit, bad stays bad), cutting the stream differently changes
  * nothing, and an accepted body is canonical: it satisfies the limits of
- * wire/msg.h and its encoder gives back the same bytes.
+ * wire/msg.h and its encoder gives back the same bytes (for RECORDS: the
+ * same bytes when every record came raw, the same records and data when
+ * writes came compressed, since each write's block is the sender's choice).
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <lz4.h>
 
 /* XXH3_state_t on the stack needs its layout. */
 #define XXH_STATIC_LINKING_ONLY
@@ -61,25 +66,46 @@ static uint32_t entry_data(const wire_entry_t *e)
 }
 
 /* An accepted records body: every rule of msg.h holds, and the data the
- * entries point at is where it must be. */
+ * entries point at is where it must be: each record's bytes as sent follow
+ * the previous record's in the body; a raw record's data is those bytes; a
+ * compressed write's data follows the previous compressed write's in
+ * scratch, and its block decompresses alone, without its neighbours. */
 static void check_records(const wire_records_t *m, const uint8_t *body, size_t len)
 {
     FUZZ_ASSERT(m->first_seq != 0 && m->count >= 1 && m->count <= WIRE_MAX_BATCH_RECORDS);
-    FUZZ_ASSERT(m->codec <= 1 && m->raw_len <= WIRE_MAX_BATCH_DATA);
+    FUZZ_ASSERT(m->raw_len <= WIRE_MAX_BATCH_DATA && m->stored_len <= m->raw_len);
     size_t data_at = WIRE_RECORDS_HDR_LEN + (size_t)m->count * WIRE_ENTRY_LEN;
-    FUZZ_ASSERT(len == data_at + m->stored_len && m->stored == body + data_at);
-    FUZZ_ASSERT(m->codec == 1 || m->stored_len == m->raw_len);
-    const uint8_t *base = m->codec == 0 ? body + data_at : scratch;
-    size_t o = 0;
+    FUZZ_ASSERT(len == data_at + m->stored_len);
+    size_t raw = 0, sent = 0, in_scratch = 0;
     for (unsigned i = 0; i < m->count; i++) {
         const wire_entry_t *e = &m->entries[i];
         FUZZ_ASSERT(e->kind >= WIRE_R_WRITE && e->kind <= WIRE_R_FLUSH);
+        FUZZ_ASSERT(e->codec <= 1 && (e->codec == 0 || e->kind == WIRE_R_WRITE));
         uint32_t n = entry_data(e);
-        if (n) {
-            FUZZ_ASSERT(e->data == base + o);
-            touch(e->data, n);
+        if (e->codec == 1) {
+            FUZZ_ASSERT(e->stored >= 1 && e->stored < e->length);
+            FUZZ_ASSERT(e->data == scratch + in_scratch);
+            in_scratch += n;
+            /* One write read back from its bytes as sent alone (an exact
+             * copy, so ASan sees a read past the block). */
+            uint8_t *block = tm_malloc(e->stored);
+            uint8_t *one = tm_malloc(n);
+            FUZZ_ASSERT(block != NULL && one != NULL);
+            memcpy(block, e->stored_data, e->stored);
+            FUZZ_ASSERT(LZ4_decompress_safe((const char *)block, (char *)one, (int)e->stored, (int)n) == (int)n);
+            FUZZ_ASSERT(memcmp(one, e->data, n) == 0);
+            tm_free(one);
+            tm_free(block);
+        } else {
+            FUZZ_ASSERT(e->stored == n);
+            FUZZ_ASSERT(n == 0 ? e->data == NULL : e->data == body + data_at + sent);
         }
-        o += n;
+        if (e->stored)
+            FUZZ_ASSERT(e->stored_off == data_at + sent && e->stored_data == body + e->stored_off);
+        if (n)
+            touch(e->data, n);
+        raw += n;
+        sent += e->stored;
         switch (e->kind) {
         case WIRE_R_WRITE:
             FUZZ_ASSERT(e->length >= 1 && e->length <= WIRE_MAX_WRITE);
@@ -89,7 +115,7 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
         case WIRE_R_TRIM:
             FUZZ_ASSERT(e->length % WIRE_SECTOR == 0 && e->offset % WIRE_SECTOR == 0 && e->length != 0);
             FUZZ_ASSERT(e->disk < WIRE_MAX_DISKS && e->tag_kind == 0 && e->id == 0);
-            FUZZ_ASSERT(e->kind == WIRE_R_WRITE || e->hash == 0);
+            FUZZ_ASSERT(e->kind == WIRE_R_WRITE || (e->hash == 0 && e->stored == 0));
             break;
         case WIRE_R_TAG: {
             FUZZ_ASSERT(e->tag_kind >= WIRE_TAG_CRASH && e->tag_kind <= WIRE_TAG_GROUP);
@@ -101,33 +127,42 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
             break;
         }
         case WIRE_R_FLUSH:
-            FUZZ_ASSERT(!e->length && !e->disk && !e->offset && !e->hash && !e->id && !e->tag_kind);
+            FUZZ_ASSERT(!e->length && !e->stored && !e->disk && !e->offset && !e->hash && !e->id && !e->tag_kind);
             break;
         }
     }
-    FUZZ_ASSERT(o == m->raw_len);
+    FUZZ_ASSERT(raw == m->raw_len && sent == m->stored_len);
 }
 
-/* Re-encode accepted records, raw and with lz4: raw input must come back
- * as the same bytes, and either encoding must decode to the same entries
- * and data. (A second scratch buffer: m's lz4 data lives in the first.) */
+/* Re-encode accepted records, raw and with lz4. Without compression every
+ * record goes raw, so a body whose records all came raw must come back as
+ * the same bytes. With it, each write is the encoder's own choice (another
+ * sender may compress otherwise), so only what it means must come back:
+ * decoding either encoding gives the same entries and raw data. (A second
+ * scratch buffer: m's decompressed data lives in the first.) */
 static void reencode_records(const wire_records_t *m, const uint8_t *body, size_t len)
 {
     static uint8_t scratch2[WIRE_MAX_BATCH_DATA];
+    bool all_raw = true;
+    for (unsigned i = 0; i < m->count; i++)
+        all_raw = all_raw && m->entries[i].codec == 0;
     for (int compress = 0; compress < 2; compress++) {
         wire_buf_t b = {0};
         int rc = wire_enc_records(&b, m->first_seq, m->entries, m->count, compress);
         FUZZ_ASSERT(rc == 0 && !b.oom);
-        if (m->codec == 0 && !compress)
+        if (all_raw && !compress)
             same_frame(&b, rc, WIRE_T_RECORDS, body, len);
         char reason[160];
         rc = wire_dec_records(b.data + WIRE_HDR_LEN, b.len - WIRE_HDR_LEN, &again, scratch2, reason, sizeof reason);
         FUZZ_ASSERT(rc == 0);
         FUZZ_ASSERT(again.first_seq == m->first_seq && again.count == m->count && again.raw_len == m->raw_len);
+        FUZZ_ASSERT(compress || again.stored_len == again.raw_len);
         for (unsigned i = 0; i < m->count; i++) {
             const wire_entry_t *x = &m->entries[i], *y = &again.entries[i];
             FUZZ_ASSERT(x->kind == y->kind && x->tag_kind == y->tag_kind && x->disk == y->disk);
             FUZZ_ASSERT(x->length == y->length && x->offset == y->offset && x->hash == y->hash && x->id == y->id);
+            /* only writes, and only when asked, travel compressed */
+            FUZZ_ASSERT(y->codec == 0 || (compress && y->kind == WIRE_R_WRITE && y->stored < y->length));
             uint32_t n = entry_data(x);
             FUZZ_ASSERT(n == 0 || memcmp(x->data, y->data, n) == 0);
         }

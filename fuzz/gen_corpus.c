@@ -243,6 +243,27 @@ static int gen_wire(const char *dir)
     rc = -ENOMEM;
     if (wire_enc_records(&b, 100, z, 3, true) != 0 || (rc = wire_seed(dir, "records-lz4", 0, &b)) != 0)
         goto out;
+    /* Each write compressed on its own or not: lz4, raw (bytes lz4 cannot
+     * shrink), lz4 again, between a tag and ranges. */
+    static uint8_t noise[1024];
+    uint32_t x = 0x2545f491u;
+    for (unsigned i = 0; i < sizeof noise; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        noise[i] = (uint8_t)x;
+    }
+    wire_entry_t m[] = {
+        {.kind = WIRE_R_WRITE, .disk = 0, .length = 2048, .offset = 4096, .data = data},
+        {.kind = WIRE_R_WRITE, .disk = 1, .length = 1024, .offset = 0, .data = noise},
+        {.kind = WIRE_R_TAG, .tag_kind = WIRE_TAG_CRASH, .length = 4, .id = 10, .data = (const uint8_t *)"t-10"},
+        {.kind = WIRE_R_WRITE, .disk = 0, .length = 512, .offset = 0, .data = data + 2048},
+        {.kind = WIRE_R_ZERO, .disk = 1, .length = 4096, .offset = 8192},
+        {.kind = WIRE_R_FLUSH},
+    };
+    rc = -ENOMEM;
+    if (wire_enc_records(&b, 200, m, 6, true) != 0 || (rc = wire_seed(dir, "records-mixed", 0x05, &b)) != 0)
+        goto out;
 
     wire_challenge_t c = {.server_id = "appliance-1"};
     for (unsigned i = 0; i < WIRE_NONCE_LEN; i++)

@@ -179,7 +179,8 @@ typedef struct nbd_server_stats {
 int nbd_server_new(uv_loop_t *loop, const nbd_backend_ops_t *ops, void *backend, nbd_server_t **out);
 
 /*
- * Listen on addr: "HOST:PORT" with a numeric IPv4 host ("127.0.0.1:10809")
+ * Listen on addr (base/addr.h): "HOST:PORT" with a numeric IPv4 host or
+ * "localhost" ("127.0.0.1:10809")
  * or "[IPv6]:PORT" ("[::1]:0"); port 0 picks a free port (read it back with
  * nbd_server_port()). Once per server. Returns 0, -EINVAL for a malformed
  * address, -EBUSY when already listening, or the bind/listen error.

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/addr.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -175,57 +176,6 @@ int nbd_server_new(uv_loop_t *loop, const nbd_backend_ops_t *ops, void *backend,
     return 0;
 }
 
-static int nbd__parse_port(const char *s, int *port)
-{
-    if (*s == '\0' || strlen(s) > 5)
-        return -EINVAL;
-    long v = 0;
-    for (const char *q = s; *q; q++) {
-        if (*q < '0' || *q > '9')
-            return -EINVAL;
-        v = v * 10 + (*q - '0');
-    }
-    if (v > 65535)
-        return -EINVAL;
-    *port = (int)v;
-    return 0;
-}
-
-static int nbd__parse_addr(const char *addr, struct sockaddr_storage *ss)
-{
-    char host[INET6_ADDRSTRLEN];
-    const char *port_s;
-    size_t hlen;
-    bool v6 = addr[0] == '[';
-    if (v6) {
-        const char *end = strchr(addr, ']');
-        if (end == NULL || end[1] != ':')
-            return -EINVAL;
-        hlen = (size_t)(end - addr - 1);
-        if (hlen == 0 || hlen >= sizeof host)
-            return -EINVAL;
-        memcpy(host, addr + 1, hlen);
-        port_s = end + 2;
-    } else {
-        const char *colon = strrchr(addr, ':');
-        if (colon == NULL)
-            return -EINVAL;
-        hlen = (size_t)(colon - addr);
-        if (hlen == 0 || hlen >= sizeof host || memchr(addr, ':', hlen) != NULL)
-            return -EINVAL;
-        memcpy(host, addr, hlen);
-        port_s = colon + 1;
-    }
-    host[hlen] = '\0';
-    int port;
-    if (nbd__parse_port(port_s, &port) < 0)
-        return -EINVAL;
-    memset(ss, 0, sizeof *ss);
-    int rc = v6 ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss)
-                : uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
-    return rc < 0 ? -EINVAL : 0;
-}
-
 static void on_server_handle_closed(uv_handle_t *h);
 
 int nbd_server_listen(nbd_server_t *srv, const char *addr)
@@ -233,7 +183,7 @@ int nbd_server_listen(nbd_server_t *srv, const char *addr)
     if (srv->listener_init)
         return -EBUSY;
     struct sockaddr_storage ss;
-    int rc = nbd__parse_addr(addr, &ss);
+    int rc = tm_addr_parse(addr, &ss) == 0 ? 0 : -EINVAL;
     if (rc < 0)
         return rc;
     rc = uv_tcp_init(srv->loop, &srv->listener);

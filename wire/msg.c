@@ -223,66 +223,84 @@ int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reaso
 
 /* ---- records ---- */
 
-/* Bytes of the data section an entry takes. */
+/* Raw bytes an entry carries: a write's data or a tag's name. */
 static uint32_t wire__entry_data(const wire_entry_t *e)
 {
     return (e->kind == WIRE_R_WRITE || e->kind == WIRE_R_TAG) ? e->length : 0;
 }
 
+/* Writes shorter than this are sent raw: lz4 cannot win much on them. */
+#define WIRE_COMPRESS_MIN 128u
+
 int wire_enc_records(wire_buf_t *b, uint64_t first_seq, const wire_entry_t *entries, uint16_t count, bool compress)
 {
     if (count == 0 || count > WIRE_MAX_BATCH_RECORDS)
         return -1;
-    uint64_t raw_len = 0;
-    for (unsigned i = 0; i < count; i++)
-        raw_len += wire__entry_data(&entries[i]);
-    if (raw_len > WIRE_MAX_BATCH_DATA)
-        return -1;
-    uint8_t *raw = tm_malloc(raw_len);
-    if (!raw)
-        return -1;
-    size_t o = 0;
+    uint64_t raw_len = 0, bound = 0;
     for (unsigned i = 0; i < count; i++) {
         uint32_t n = wire__entry_data(&entries[i]);
-        if (n)
-            memcpy(raw + o, entries[i].data, n);
-        o += n;
+        raw_len += n;
+        bound += n ? (uint64_t)LZ4_compressBound((int)n) : 0;
     }
+    if (raw_len > WIRE_MAX_BATCH_DATA)
+        return -1;
+    /* Compress each write on its own first: the entries, which come before
+     * the data, say how many bytes each one takes. */
     uint8_t *packed = NULL;
-    int packed_len = 0;
-    if (compress && raw_len > 64) {
-        int bound = LZ4_compressBound((int)raw_len);
-        packed = tm_malloc((size_t)bound);
-        if (packed)
-            packed_len = LZ4_compress_default((const char *)raw, (char *)packed, (int)raw_len, bound);
-        if (packed_len <= 0 || (uint64_t)packed_len >= raw_len) {
-            tm_free(packed);
-            packed = NULL;
+    uint32_t *sizes = tm_malloc(count * sizeof *sizes);
+    if (!sizes)
+        return -1;
+    if (compress && bound && !(packed = tm_malloc(bound))) {
+        tm_free(sizes);
+        return -1;
+    }
+    uint64_t stored_len = 0, po = 0;
+    for (unsigned i = 0; i < count; i++) {
+        const wire_entry_t *e = &entries[i];
+        uint32_t n = wire__entry_data(e);
+        sizes[i] = n;
+        if (packed && e->kind == WIRE_R_WRITE && n >= WIRE_COMPRESS_MIN) {
+            int room = LZ4_compressBound((int)n);
+            int c = LZ4_compress_default((const char *)e->data, (char *)packed + po, (int)n, room);
+            if (c > 0 && (uint32_t)c < n) {
+                sizes[i] = (uint32_t)c | 0x80000000u; /* high bit: compressed */
+                po += (uint64_t)c;
+            }
         }
+        stored_len += sizes[i] & 0x7fffffffu;
     }
     size_t f = wire_frame_begin(b, WIRE_T_RECORDS);
     wire_put_u64(b, first_seq);
     wire_put_u16(b, count);
-    wire_put_u8(b, packed ? 1 : 0);
-    wire_put_u8(b, 0);
+    wire_put_u16(b, 0);
     wire_put_u32(b, (uint32_t)raw_len);
-    wire_put_u32(b, packed ? (uint32_t)packed_len : (uint32_t)raw_len);
+    wire_put_u32(b, (uint32_t)stored_len);
     for (unsigned i = 0; i < count; i++) {
         const wire_entry_t *e = &entries[i];
         wire_put_u8(b, e->kind);
         wire_put_u8(b, e->tag_kind);
+        wire_put_u8(b, (sizes[i] & 0x80000000u) ? 1 : 0);
+        wire_put_u8(b, 0);
         wire_put_u16(b, e->disk);
+        wire_put_u16(b, 0);
         wire_put_u32(b, e->length);
+        wire_put_u32(b, sizes[i] & 0x7fffffffu);
         wire_put_u64(b, e->offset);
         wire_put_u64(b, e->kind == WIRE_R_WRITE ? XXH3_64bits(e->data, e->length) : 0);
         wire_put_u64(b, e->id);
     }
-    if (packed)
-        wire_put_bytes(b, packed, (size_t)packed_len);
-    else
-        wire_put_bytes(b, raw, raw_len);
+    po = 0;
+    for (unsigned i = 0; i < count; i++) {
+        uint32_t n = sizes[i] & 0x7fffffffu;
+        if (sizes[i] & 0x80000000u) {
+            wire_put_bytes(b, packed + po, n);
+            po += n;
+        } else if (n) {
+            wire_put_bytes(b, entries[i].data, n);
+        }
+    }
     tm_free(packed);
-    tm_free(raw);
+    tm_free(sizes);
     return wire_frame_end(b, f);
 }
 
@@ -293,6 +311,11 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
         if (e->length == 0 || e->length > WIRE_MAX_WRITE)
             return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "record %u: write of %u bytes; 1 to %u are allowed", i,
                               e->length, WIRE_MAX_WRITE);
+        if (e->codec > 1 || (e->codec == 0 && e->stored != e->length) ||
+            (e->codec == 1 && (e->stored == 0 || e->stored >= e->length)))
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                              "record %u: write of %u bytes sent as %u bytes with codec %u", i, e->length, e->stored,
+                              e->codec);
         /* writes are ranges too */
         __attribute__((fallthrough));
     case WIRE_R_ZERO:
@@ -302,17 +325,19 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
             return wire__fail(WIRE_E_RANGE, reason, rlen,
                               "record %u: range at %llu of %u bytes is empty, not a multiple of %u or past 2^64", i,
                               (unsigned long long)e->offset, e->length, WIRE_SECTOR);
-        if (e->disk >= WIRE_MAX_DISKS || e->tag_kind || (e->kind != WIRE_R_WRITE && e->hash) || e->id)
+        if (e->disk >= WIRE_MAX_DISKS || e->tag_kind || (e->kind != WIRE_R_WRITE && (e->hash || e->stored || e->codec)) ||
+            e->id)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: fields that must be zero are not", i);
         return 0;
     case WIRE_R_TAG:
         if (e->tag_kind < WIRE_TAG_CRASH || e->tag_kind > WIRE_TAG_GROUP)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag kind %u is not defined", i, e->tag_kind);
-        if (e->length == 0 || e->length > WIRE_MAX_NAME || e->disk || e->offset || e->hash)
+        if (e->length == 0 || e->length > WIRE_MAX_NAME || e->stored != e->length || e->codec || e->disk ||
+            e->offset || e->hash)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: tag fields are out of range", i);
         return 0;
     case WIRE_R_FLUSH:
-        if (e->length || e->disk || e->offset || e->hash || e->id || e->tag_kind)
+        if (e->length || e->stored || e->codec || e->disk || e->offset || e->hash || e->id || e->tag_kind)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: flush fields must be zero", i);
         return 0;
     }
@@ -326,8 +351,7 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
     wire_rd_init(&r, body, len);
     m->first_seq = wire_get_u64(&r);
     m->count = wire_get_u16(&r);
-    m->codec = wire_get_u8(&r);
-    uint8_t reserved = wire_get_u8(&r);
+    uint16_t reserved = wire_get_u16(&r);
     m->raw_len = wire_get_u32(&r);
     m->stored_len = wire_get_u32(&r);
     if (r.bad)
@@ -341,52 +365,66 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
     if (m->first_seq > UINT64_MAX - (m->count - 1u))
         return wire__fail(WIRE_E_SEQUENCE, reason, rlen, "records from sequence %llu on run past the last one",
                           (unsigned long long)m->first_seq);
-    if (m->codec > 1 || reserved)
-        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records codec %u is not defined", m->codec);
+    if (reserved)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records header field that must be zero is %u", reserved);
     if (m->raw_len > WIRE_MAX_BATCH_DATA)
         return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "records data of %u bytes is over the limit of %u",
                           m->raw_len, WIRE_MAX_BATCH_DATA);
-    if (m->codec == 0 && m->stored_len != m->raw_len)
-        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "uncompressed records data has two different lengths");
+    if (m->stored_len > m->raw_len)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records data sent (%u bytes) is larger than the raw data (%u)",
+                          m->stored_len, m->raw_len);
     if ((uint64_t)m->count * WIRE_ENTRY_LEN + m->stored_len != r.left)
-        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records body length does not match its %u entries and %u data bytes",
-                          m->count, m->stored_len);
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                          "records body length does not match its %u entries and %u data bytes", m->count,
+                          m->stored_len);
 
-    uint64_t need = 0;
+    uint64_t need_raw = 0, need_stored = 0;
     for (unsigned i = 0; i < m->count; i++) {
         wire_entry_t *e = &m->entries[i];
         e->kind = wire_get_u8(&r);
         e->tag_kind = wire_get_u8(&r);
+        e->codec = wire_get_u8(&r);
+        uint8_t r1 = wire_get_u8(&r);
         e->disk = wire_get_u16(&r);
+        uint16_t r2 = wire_get_u16(&r);
         e->length = wire_get_u32(&r);
+        e->stored = wire_get_u32(&r);
         e->offset = wire_get_u64(&r);
         e->hash = wire_get_u64(&r);
         e->id = wire_get_u64(&r);
-        e->data = NULL;
+        e->data = e->stored_data = NULL;
+        e->stored_off = 0;
+        if (r1 || r2)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: fields that must be zero are not", i);
         int rc = wire__check_entry(e, i, reason, rlen);
         if (rc)
             return rc;
-        need += wire__entry_data(e);
+        need_raw += wire__entry_data(e);
+        need_stored += e->stored;
     }
-    if (need != m->raw_len)
-        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "entries need %llu data bytes but the frame says %u",
-                          (unsigned long long)need, m->raw_len);
-    m->stored = wire_get_bytes(&r, m->stored_len);
-    const uint8_t *raw = m->stored;
-    if (m->codec == 1) {
-        int n = LZ4_decompress_safe((const char *)m->stored, (char *)scratch, (int)m->stored_len, (int)m->raw_len);
-        if (n < 0 || (uint32_t)n != m->raw_len)
-            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "records data does not decompress to %u bytes",
-                              m->raw_len);
-        raw = scratch;
-    }
-    size_t o = 0;
+    if (need_raw != m->raw_len || need_stored != m->stored_len)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                          "entries need %llu raw and %llu sent data bytes but the frame says %u and %u",
+                          (unsigned long long)need_raw, (unsigned long long)need_stored, m->raw_len, m->stored_len);
+    const uint8_t *data = wire_get_bytes(&r, m->stored_len);
+    size_t so = 0, ro = 0;
     for (unsigned i = 0; i < m->count; i++) {
         wire_entry_t *e = &m->entries[i];
-        uint32_t n = wire__entry_data(e);
-        if (n)
-            e->data = raw + o;
-        o += n;
+        e->stored_data = data + so;
+        e->stored_off = (uint32_t)(e->stored_data - body);
+        if (e->codec == 1) {
+            int n = LZ4_decompress_safe((const char *)e->stored_data, (char *)scratch + ro, (int)e->stored,
+                                        (int)e->length);
+            if (n < 0 || (uint32_t)n != e->length)
+                return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                                  "record %u (sequence %llu): write data does not decompress to %u bytes", i,
+                                  (unsigned long long)(m->first_seq + i), e->length);
+            e->data = scratch + ro;
+            ro += e->length;
+        } else if (e->stored) {
+            e->data = e->stored_data;
+        }
+        so += e->stored;
         if (e->kind == WIRE_R_WRITE && XXH3_64bits(e->data, e->length) != e->hash)
             return wire__fail(WIRE_E_CHECKSUM, reason, rlen, "record %u (sequence %llu): write data fails its checksum",
                               i, (unsigned long long)(m->first_seq + i));

@@ -12,12 +12,17 @@
  *   AUTH       u8[32] HMAC-SHA256(secret, "tidemark-auth-v1" | nonce | machine)
  *   WELCOME    u64 next_seq (the first stream sequence the server wants),
  *              u32 window_bytes, u32 max_batch_data
- *   RECORDS    u64 first_seq, u16 count, u8 codec (0 raw, 1 lz4), u8 reserved (0),
- *              u32 raw_len, u32 stored_len, count x entry (32 bytes), stored_len data bytes
- *     entry:   u8 kind, u8 tag_kind, u16 disk, u32 length, u64 offset, u64 hash, u64 id
- *              write: length data bytes follow in the data, hash = XXH3-64 of them
- *              zero, trim: a range, no data; tag: length = name bytes in the data,
- *              id = the tag's id; flush: nothing. Records i has stream sequence first_seq + i.
+ *   RECORDS    u64 first_seq, u16 count, u16 reserved (0), u32 raw_len, u32 stored_len,
+ *              count x entry (40 bytes), stored_len data bytes
+ *     entry:   u8 kind, u8 tag_kind, u8 codec, u8 reserved, u16 disk, u16 reserved,
+ *              u32 length, u32 stored, u64 offset, u64 hash, u64 id
+ *              write: `stored` data bytes follow in the data, raw (codec 0, stored ==
+ *              length) or one lz4 block of its own (codec 1, stored < length), and
+ *              hash = XXH3-64 of the raw bytes; each write compressed on its own so
+ *              that one write can later be read back without its neighbours.
+ *              zero, trim: a range, no data; tag: length = stored = name bytes in the
+ *              data, id = the tag's id; flush: nothing. Record i has stream
+ *              sequence first_seq + i. raw_len and stored_len are the sums.
  *   ACK        u64 durable_seq (every record up to it is durable)
  *   TAG_REQUEST u8 tag_kind, u64 id, str name
  *   STOP       str reason
@@ -55,28 +60,32 @@ typedef struct wire_welcome {
 typedef enum { WIRE_R_WRITE = 1, WIRE_R_ZERO = 2, WIRE_R_TRIM = 3, WIRE_R_TAG = 4, WIRE_R_FLUSH = 5 } wire_rkind_t;
 typedef enum { WIRE_TAG_CRASH = 1, WIRE_TAG_APP = 2, WIRE_TAG_GROUP = 3 } wire_tag_kind_t;
 
-#define WIRE_ENTRY_LEN 32u
+#define WIRE_ENTRY_LEN 40u
 #define WIRE_RECORDS_HDR_LEN 20u
 
 typedef struct wire_entry {
     uint8_t kind;
     uint8_t tag_kind;
+    uint8_t codec;   /* decoded: 0 raw, 1 lz4; the encoder chooses */
     uint16_t disk;
     uint32_t length;
+    uint32_t stored; /* decoded: bytes of this record in the data section */
     uint64_t offset;
     uint64_t hash;
     uint64_t id;
-    /* decoded only: where this record's bytes are in the raw data */
+    /* encode: the raw bytes (writes, tag names); decode: the raw bytes,
+     * in the scratch buffer or in the body */
     const uint8_t *data;
+    /* decoded only: the bytes as sent, in the body, and their offset in it */
+    const uint8_t *stored_data;
+    uint32_t stored_off;
 } wire_entry_t;
 
 typedef struct wire_records {
     uint64_t first_seq;
     uint16_t count;
-    uint8_t codec;
     uint32_t raw_len;
     uint32_t stored_len;
-    const uint8_t *stored; /* the data as sent (compressed or not) */
     wire_entry_t entries[WIRE_MAX_BATCH_RECORDS];
 } wire_records_t;
 
@@ -95,8 +104,8 @@ int wire_enc_tag_request(wire_buf_t *b, uint8_t tag_kind, uint64_t id, const cha
 int wire_enc_stop(wire_buf_t *b, const char *reason);
 int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text);
 /* Records: entries[i].data points at each write's bytes and each tag's name
- * (length bytes); hashes of writes are computed here. With compress, the
- * data travels lz4-compressed when that is smaller. */
+ * (length bytes); hashes of writes are computed here. With compress, each
+ * write travels as its own lz4 block when that is smaller. */
 int wire_enc_records(wire_buf_t *b, uint64_t first_seq, const wire_entry_t *entries, uint16_t count, bool compress);
 
 /* Decoders: body as the decoder returned it; reason gets a sentence on error. */
@@ -110,10 +119,11 @@ int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uin
                          char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen);
 int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
 /*
- * Records: checks the header and every entry, decompresses into scratch
- * (WIRE_MAX_BATCH_DATA bytes, caller-owned), and verifies each write's
- * XXH3 against its data. On 0, entries[i].data points into scratch (or into
- * body when the data was not compressed).
+ * Records: checks the header and every entry, decompresses compressed
+ * writes into scratch (WIRE_MAX_BATCH_DATA bytes, caller-owned), and
+ * verifies each write's XXH3 against its raw data. On 0, entries[i].data
+ * points at the raw bytes (into scratch, or into body for raw entries) and
+ * entries[i].stored_data at the bytes as sent.
  */
 int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t *scratch, char *reason,
                      size_t rlen);

@@ -18,7 +18,17 @@ TestSuite(serve, .init = tc_setup, .fini = tc_teardown, .timeout = TC_TIMEOUT);
  * check it exited 0. c holds the output afterwards. */
 static void tc_serve_and_stop(tc_child_t *c, const char *cwd, const char *const *args, int sig)
 {
-    tc_spawn(c, cwd, args);
+    /* Tests run in parallel: agents listen on a port of the kernel's choice,
+     * not on the default one. */
+    const char *all[32];
+    size_t n = 0;
+    for (; args[n]; n++) {
+        cr_assert_lt(n, 30);
+        all[n] = args[n];
+    }
+    all[n++] = "--agents=127.0.0.1:0";
+    all[n] = NULL;
+    tc_spawn(c, cwd, all);
     bool up = tc_read_until(c, TC_SERVING);
     cr_assert(up, "serve never reported serving; stdout:\n%s\nstderr:\n%s", c->out, c->err);
     cr_assert_eq(kill(c->pid, sig), 0);
@@ -165,7 +175,10 @@ Test(serve, bad_config_lines_name_file_and_line)
         {"# ok\ndata = x\njournal.segment_size = 12X\n", ":3:", "not a byte count"},
         {"journal.segment_size = 1K\n", ":1:", "below the minimum"},
         {"journal.segment_size = 99999999999G\n", ":1:", "above the maximum"},
-        {"\n\nagents = 127.0.0.1:7000\n", ":3:", "unknown key 'agents'"},
+        {"\n\napi = 127.0.0.1:7000\n", ":3:", "unknown key 'api'"},
+        {"agents = nowhere\n", ":1:", "not an address"},
+        {"agents = 127.0.0.1:70000\n", ":1:", "not an address"},
+        {"ingest.window = 1K\n", ":1:", "below the minimum"},
         {"data\n", ":1:", "expected 'key = value'"},
         {"data =\n", ":1:", "the value is empty"},
         {"= x\n", ":1:", "the key is empty"},
@@ -197,8 +210,8 @@ Test(serve, missing_config_file_is_an_error)
 Test(serve, bad_flags_are_usage_errors)
 {
     const char *const *cases[] = {
+        (const char *[]){"serve", "--agents", "nowhere", NULL},
         /* The listeners come with their stages; until then they are unknown. */
-        (const char *[]){"serve", "--agents", "127.0.0.1:0", NULL},
         (const char *[]){"serve", "--api", "127.0.0.1:0", NULL},
         (const char *[]){"serve", "--nbd", "127.0.0.1:0", NULL},
         (const char *[]){"serve", "--database", "x", NULL},

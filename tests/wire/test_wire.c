@@ -583,8 +583,9 @@ Test(wire, encoders_report_out_of_memory)
 
 Test(wire, records_encoder_fails_cleanly_at_every_allocation)
 {
-    /* Each allocation of a compressed records encode fails in turn; ASan
-     * reports a leak on any path that forgets a buffer. */
+    /* Each allocation of a compressed records encode (its per-write sizes,
+     * the lz4 blocks, the frame buffer) fails in turn; ASan reports a leak on
+     * any path that forgets a buffer. */
     uint8_t data[8192];
     tmt_fill(data, sizeof data, 5, 6, true);
     wire_entry_t e[2] = {{.kind = WIRE_R_WRITE, .length = 8192, .data = data},
@@ -602,7 +603,8 @@ Test(wire, records_encoder_fails_cleanly_at_every_allocation)
             cr_assert(n > 1, "only %ld allocations", n);
             break;
         }
-        /* Without the lz4 buffer the frame still goes out, uncompressed. */
+        /* A failed allocation makes the encode -1 (the lz4 buffer included:
+         * there is no raw fallback); a frame that did go out decodes. */
         if (rc == 0) {
             char reason[128];
             cr_assert_eq(wt_dec_any(WIRE_T_RECORDS, wt_body(&b), wt_body_len(&b), reason, sizeof reason), 0, "%s",

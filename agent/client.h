@@ -1,0 +1,103 @@
+/*
+ * The agent's session with the appliance, on a libuv loop: connect, HELLO,
+ * answer the CHALLENGE with AUTH, take the WELCOME's next_seq as the resume
+ * point of the stream, then send RECORDS batches from the stream within the
+ * server's window and drop what each ACK covers.
+ *
+ * The session never ends on its own: after any disconnect (refused, lost,
+ * an ERROR frame) it reconnects with exponential backoff, 100 ms doubling to
+ * 5 s, and says why each time in one log line. A refusal (auth, busy,
+ * version, disks, stopped) keeps retrying at the longest delay and is logged
+ * at most every 30 s. Every reconnection resends exactly from the new
+ * WELCOME's next_seq, so the server never sees a gap or a repeat.
+ *
+ * The stream is the caller's; producers append to it and call
+ * agent_client_kick(). Threads: everything on the loop's thread.
+ */
+#ifndef TM_AGENT_CLIENT_H
+#define TM_AGENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "agent/stream.h"
+#include "wire/msg.h"
+
+#define AGENT_SECRET_LEN 32u      /* bytes; the secret file holds them as 64 hex characters */
+#define AGENT_AUTH_CONTEXT "tidemark-auth-v1"
+#define AGENT_BACKOFF_MIN_MS 100u
+#define AGENT_BACKOFF_MAX_MS 5000u
+#define AGENT_REFUSAL_LOG_MS 30000u /* a repeated refusal is logged at most this often */
+#define AGENT_MAX_WRITES 4u         /* RECORDS frames queued on the socket at once */
+
+typedef struct agent_client agent_client_t;
+
+typedef struct agent_client_cbs {
+    /* A session is up: the stream resumed at next_seq. Optional. */
+    void (*welcome)(agent_client_t *c, uint64_t next_seq, void *arg);
+    /* An ACK moved the stream forward: room may be free, flushes may be
+     * covered. Optional. */
+    void (*acked)(agent_client_t *c, uint64_t durable_seq, void *arg);
+    /* The server sent STOP: take no new writes; what is held is still sent.
+     * Optional. */
+    void (*stop)(agent_client_t *c, const char *reason, void *arg);
+} agent_client_cbs_t;
+
+typedef struct agent_client_opts {
+    const char *server;        /* "HOST:PORT" (base/addr.h) */
+    const char *machine;       /* a wire name */
+    const char *agent_version; /* for the HELLO; NULL: "tidemark-agent" */
+    uint8_t secret[AGENT_SECRET_LEN];
+    unsigned ndisks;           /* 1..WIRE_MAX_DISKS */
+    const wire_disk_t *disks;  /* copied */
+    bool compress;             /* lz4 the batches' data */
+    unsigned backoff_min_ms;   /* 0: AGENT_BACKOFF_MIN_MS */
+    unsigned backoff_max_ms;   /* 0: AGENT_BACKOFF_MAX_MS */
+} agent_client_opts_t;
+
+typedef struct agent_client_stats {
+    uint64_t connects;     /* sessions that reached WELCOME */
+    uint64_t batches;      /* RECORDS frames sent */
+    uint64_t records_sent; /* including resends */
+    uint64_t bytes_sent;   /* frame bytes on the socket */
+    uint64_t acks;
+    bool connected;        /* in a session now */
+    bool stopped;          /* the server sent STOP */
+} agent_client_stats_t;
+
+/*
+ * Make a client on loop for stream s. Returns 0, TM_EINVAL (a bad address,
+ * machine or disk name, disk count) or -ENOMEM. It does nothing until
+ * agent_client_start().
+ */
+int agent_client_new(uv_loop_t *loop, const agent_client_opts_t *o, agent_stream_t *s,
+                     const agent_client_cbs_t *cbs, void *arg, agent_client_t **out);
+
+/* Connect (and keep reconnecting). Once. */
+void agent_client_start(agent_client_t *c);
+
+/* Records were appended: send them when the window allows. Cheap; batches
+ * whatever was appended within one loop iteration. */
+void agent_client_kick(agent_client_t *c);
+
+void agent_client_get_stats(const agent_client_t *c, agent_client_stats_t *st);
+
+/* Close the connection and every handle; the client frees itself and then
+ * calls cb(arg) from the loop. Call once; c is invalid from here on. */
+void agent_client_close(agent_client_t *c, void (*cb)(void *arg), void *arg);
+
+/*
+ * Read a secret file: 64 hex characters (surrounding whitespace allowed) into
+ * out. Returns 0, or TM_EINVAL / -errno with a sentence in err.
+ */
+int agent_secret_read(const char *path, uint8_t out[AGENT_SECRET_LEN], char *err, size_t errlen);
+
+/* The AUTH MAC: HMAC-SHA256 keyed with the secret over
+ * AGENT_AUTH_CONTEXT | nonce | machine. 0 or TM_EINVAL. */
+int agent_auth_mac(const uint8_t secret[AGENT_SECRET_LEN], const uint8_t nonce[WIRE_NONCE_LEN],
+                   const char *machine, uint8_t mac[WIRE_MAC_LEN]);
+
+#endif

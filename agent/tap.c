@@ -1,0 +1,655 @@
+/*
+ * The tap agent: an NBD backend that wraps the file backend.
+ *
+ * A write-like request (WRITE, TRIM, WRITE_ZEROES) goes through three stages:
+ *   1. admission: it waits in `room` (FIFO) until the stream has room for
+ *      what it will append (backpressure: nothing is dropped or grown);
+ *   2. the local apply on the file backend's thread pool;
+ *   3. the append queue, in completion order: its records are appended to
+ *      the stream, then the client gets its reply (a FUA write waits for the
+ *      server's ACK too).
+ * The append queue is strictly ordered. A request that is not 512-aligned
+ * is streamed as the aligned range read back from the file, and the queue
+ * waits for that read: any write completed later is appended after it, and
+ * any write the read already saw is appended again after it, so the
+ * appliance ends with what the file holds.
+ *
+ * A FLUSH enters the append queue too (so its flush record follows every
+ * write completed before it), runs fdatasync on the file at once, and is
+ * answered when both the sync is done and the server's ACK covers its flush
+ * record.
+ */
+#include "agent/tap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent/client.h"
+#include "agent/stream.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "nbd/nbd.h"
+#include "nbd/nbd_file.h"
+
+#define ZERO_CHUNK (1u << 30) /* largest zero/trim record the tap makes */
+
+typedef enum { PC_BUF, PC_READ, PC_ZERO, PC_TRIM, PC_FLUSH } piece_kind_t;
+
+typedef struct piece {
+    piece_kind_t kind;
+    uint64_t off;
+    uint64_t len;
+} piece_t;
+
+typedef struct tap tap_t;
+
+typedef enum { W_NONE, W_ROOM, W_LOCAL, W_QUEUE, W_ACK } tap_where_t;
+
+typedef struct tap_io {
+    struct tap_io *next;
+    tap_t *tap;
+    nbd_io_t *io;
+    tap_where_t where;
+    uint16_t disk;
+    size_t reserve;     /* bytes reserved against the stream's bound */
+    piece_t pieces[3];
+    unsigned npieces, piece;
+    uint64_t pos;       /* within the current piece */
+    nbd_io_t rio;       /* a read-back */
+    uint8_t *rbuf;
+    bool reading, read_ready;
+    int status;         /* a failure to report to the client */
+    bool local_done;    /* the file part (sync for a flush) finished */
+    bool appended;      /* every record is in the stream */
+    uint64_t target;    /* acked_count that covers it (flush, FUA) */
+} tap_io_t;
+
+struct tap {
+    uv_loop_t loop;
+    agent_stream_t stream;
+    agent_client_t *client;
+    nbd_server_t *srv;
+    nbd_file_backend_t *fb;
+    const agent_tap_disk_t *disks;
+    unsigned ndisks;
+    tap_io_t *room_head, *room_tail;
+    tap_io_t *queue_head, *queue_tail;
+    tap_io_t *ack_head;
+    size_t reserved;
+    bool stopped;
+    bool shutting_down;
+    bool finishing;
+    int signals;
+    uv_signal_t sigint, sigterm;
+    int exit_code;
+};
+
+/* The file backend's exports carry no pointer of ours, so requests find the
+ * tap here: one tap runs per process (agent_tap_run). */
+static tap_t *tap_self;
+
+static void tap_drain(tap_t *t);
+static void tap_admit(tap_t *t);
+static void tap_check_exit(tap_t *t);
+
+static void list_push(tap_io_t **head, tap_io_t **tail, tap_io_t *x)
+{
+    x->next = NULL;
+    if (*tail)
+        (*tail)->next = x;
+    else
+        *head = x;
+    *tail = x;
+}
+
+static bool list_remove(tap_io_t **head, tap_io_t **tail, tap_io_t *x)
+{
+    tap_io_t *prev = NULL;
+    for (tap_io_t *p = *head; p; prev = p, p = p->next) {
+        if (p != x)
+            continue;
+        if (prev)
+            prev->next = p->next;
+        else
+            *head = p->next;
+        if (tail && *tail == p)
+            *tail = prev;
+        return true;
+    }
+    return false;
+}
+
+static uint16_t tap_disk_of(tap_t *t, void *export)
+{
+    const char *name = nbd_file_export_name(export);
+    for (unsigned i = 0; i < t->ndisks; i++)
+        if (strcmp(t->disks[i].name, name) == 0)
+            return (uint16_t)i;
+    return 0;
+}
+
+/* Reply to the client and forget the request. */
+static void tap_complete(tap_io_t *x, int status)
+{
+    nbd_io_t *io = x->io;
+    tap_t *t = x->tap;
+    tm_free(x->rbuf);
+    tm_free(x);
+    io->data = NULL;
+    nbd_io_done(io, status);
+    tap_check_exit(t);
+}
+
+/* ---- the nbd backend --------------------------------------------------------- */
+
+static void tap_open(void *backend, nbd_open_t *op)
+{
+    tap_t *t = backend;
+    nbd_file_ops.open(t->fb, op);
+}
+
+static void tap_list(void *backend, nbd_list_t *op)
+{
+    tap_t *t = backend;
+    nbd_file_ops.list(t->fb, op);
+}
+
+static void tap_read(nbd_io_t *io)
+{
+    nbd_file_ops.read(io);
+}
+
+static void tap_release(void *export)
+{
+    nbd_file_ops.release(export);
+}
+
+static void tap_on_local(nbd_io_t *io, int status, void *arg)
+{
+    tap_io_t *x = arg;
+    (void)io;
+    tap_t *t = x->tap;
+    if (x->io->kind == NBD_IO_FLUSH) {
+        x->local_done = true;
+        if (status != 0)
+            x->status = status;
+        if (x->appended && (x->status != 0 || agent_stream_acked_count(&t->stream) >= x->target)) {
+            list_remove(&t->ack_head, NULL, x);
+            tap_complete(x, x->status);
+        }
+        return;
+    }
+    x->local_done = true;
+    if (status != 0) {
+        /* Nothing changed on the file that the stream must follow: the
+         * client learns of the failure, the reservation is given back. */
+        t->reserved -= x->reserve;
+        tap_complete(x, status);
+        tap_admit(t);
+        return;
+    }
+    x->where = W_QUEUE;
+    list_push(&t->queue_head, &t->queue_tail, x);
+    tap_drain(t);
+}
+
+/* Plan what a write-like request appends once applied. */
+static void tap_plan(tap_io_t *x)
+{
+    nbd_io_t *io = x->io;
+    uint64_t a = io->offset & ~(uint64_t)(WIRE_SECTOR - 1);
+    uint64_t end = io->offset + io->length;
+    uint64_t b = (end + WIRE_SECTOR - 1) & ~(uint64_t)(WIRE_SECTOR - 1);
+    bool aligned = a == io->offset && b == end;
+    x->npieces = 0;
+    if (io->kind == NBD_IO_WRITE) {
+        x->pieces[x->npieces++] = (piece_t){aligned ? PC_BUF : PC_READ, a, b - a};
+        x->reserve = agent_stream_cost(b - a);
+        return;
+    }
+    piece_kind_t k = io->kind == NBD_IO_ZERO ? PC_ZERO : PC_TRIM;
+    uint64_t ia = (io->offset + WIRE_SECTOR - 1) & ~(uint64_t)(WIRE_SECTOR - 1); /* inner start */
+    uint64_t ib = end & ~(uint64_t)(WIRE_SECTOR - 1);                              /* inner end */
+    if (ia >= ib) { /* within one or two sectors: read them all back */
+        x->pieces[x->npieces++] = (piece_t){PC_READ, a, b - a};
+    } else {
+        if (a < ia)
+            x->pieces[x->npieces++] = (piece_t){PC_READ, a, ia - a};
+        x->pieces[x->npieces++] = (piece_t){k, ia, ib - ia};
+        if (ib < b)
+            x->pieces[x->npieces++] = (piece_t){PC_READ, ib, b - ib};
+    }
+    size_t data = 0;
+    for (unsigned i = 0; i < x->npieces; i++)
+        if (x->pieces[i].kind == PC_READ)
+            data += x->pieces[i].len;
+    x->reserve = agent_stream_cost(data);
+}
+
+static void tap_submit_local(tap_io_t *x)
+{
+    x->where = W_LOCAL;
+    nbd_file_submit(x->io->export, x->io, tap_on_local, x);
+}
+
+/* Start waiting requests while the stream has room for them. */
+static void tap_admit(tap_t *t)
+{
+    while (t->room_head) {
+        tap_io_t *x = t->room_head;
+        if (t->reserved > 0 && !agent_stream_has_room(&t->stream, t->reserved + x->reserve))
+            return;
+        t->room_head = x->next;
+        if (!t->room_head)
+            t->room_tail = NULL;
+        t->reserved += x->reserve;
+        tap_submit_local(x);
+    }
+}
+
+static void tap_writelike(nbd_io_t *io)
+{
+    tap_t *t = tap_self;
+    if (t->stopped) {
+        nbd_io_done(io, -EPERM);
+        return;
+    }
+    tap_io_t *x = tm_calloc(1, sizeof *x);
+    if (!x) {
+        nbd_io_done(io, -ENOMEM);
+        return;
+    }
+    x->tap = t;
+    x->io = io;
+    x->disk = tap_disk_of(t, io->export);
+    io->data = x;
+    tap_plan(x);
+    x->where = W_ROOM;
+    list_push(&t->room_head, &t->room_tail, x);
+    tap_admit(t);
+}
+
+static void tap_flush(nbd_io_t *io)
+{
+    tap_t *t = tap_self;
+    tap_io_t *x = tm_calloc(1, sizeof *x);
+    if (!x) {
+        nbd_io_done(io, -ENOMEM);
+        return;
+    }
+    x->tap = t;
+    x->io = io;
+    io->data = x;
+    x->pieces[0] = (piece_t){PC_FLUSH, 0, 1};
+    x->npieces = 1;
+    x->where = W_QUEUE;
+    /* Into the ordered queue first, so the flush record follows every write
+     * that completed before it; the local sync runs meanwhile. */
+    list_push(&t->queue_head, &t->queue_tail, x);
+    nbd_file_submit(io->export, io, tap_on_local, x);
+    tap_drain(t);
+}
+
+static void tap_cancel(nbd_io_t *io)
+{
+    if (io->kind == NBD_IO_READ) {
+        nbd_file_ops.cancel(io);
+        return;
+    }
+    tap_io_t *x = io->data;
+    if (!x)
+        return;
+    tap_t *t = x->tap;
+    if (x->where == W_ROOM && list_remove(&t->room_head, &t->room_tail, x)) {
+        tap_complete(x, -ESHUTDOWN);
+    } else if (x->where == W_ACK && x->local_done && list_remove(&t->ack_head, NULL, x)) {
+        tap_complete(x, -ESHUTDOWN);
+    }
+    /* Anything on the file or in the append queue finishes by itself. */
+}
+
+/* ---- the append queue ---------------------------------------------------------- */
+
+static void tap_on_readback(nbd_io_t *rio, int status, void *arg)
+{
+    tap_io_t *x = arg;
+    (void)rio;
+    x->reading = false;
+    if (status != 0) {
+        tm_error("tap: cannot read back %s at %llu for the stream: %s", x->tap->disks[x->disk].name,
+                 (unsigned long long)x->rio.offset, tm_strerror(status));
+        x->status = -EIO;
+    }
+    x->read_ready = true;
+    tap_drain(x->tap);
+}
+
+/* Append what the head of the queue holds, in order, until a read-back must
+ * be waited for. */
+static void tap_drain(tap_t *t)
+{
+    while (t->queue_head) {
+        tap_io_t *x = t->queue_head;
+        if (x->reading)
+            return;
+        while (x->piece < x->npieces) {
+            piece_t *p = &x->pieces[x->piece];
+            if (x->pos >= p->len) {
+                x->piece++;
+                x->pos = 0;
+                continue;
+            }
+            uint64_t left = p->len - x->pos;
+            int rc = 0;
+            switch (p->kind) {
+            case PC_BUF: {
+                uint32_t n = left > WIRE_MAX_WRITE ? WIRE_MAX_WRITE : (uint32_t)left;
+                wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = p->off + x->pos, .length = n,
+                                  .data = x->io->buf + (p->off + x->pos - x->io->offset)};
+                rc = agent_stream_append(&t->stream, &e, true, NULL);
+                x->pos += n;
+                break;
+            }
+            case PC_READ: {
+                uint32_t n = left > WIRE_MAX_WRITE ? WIRE_MAX_WRITE : (uint32_t)left;
+                if (!x->read_ready) {
+                    if (!x->rbuf && !(x->rbuf = tm_malloc(WIRE_MAX_WRITE))) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    x->rio = (nbd_io_t){.kind = NBD_IO_READ, .offset = p->off + x->pos, .length = n,
+                                        .buf = x->rbuf, .export = x->io->export};
+                    x->reading = true;
+                    nbd_file_submit(x->io->export, &x->rio, tap_on_readback, x);
+                    if (x->reading)
+                        return;
+                    continue; /* completed at once */
+                }
+                x->read_ready = false;
+                if (x->status == 0) {
+                    wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = p->off + x->pos,
+                                      .length = n, .data = x->rbuf};
+                    rc = agent_stream_append(&t->stream, &e, true, NULL);
+                }
+                x->pos += n;
+                break;
+            }
+            case PC_ZERO:
+            case PC_TRIM: {
+                uint32_t n = left > ZERO_CHUNK ? ZERO_CHUNK : (uint32_t)left;
+                wire_entry_t e = {.kind = p->kind == PC_ZERO ? WIRE_R_ZERO : WIRE_R_TRIM, .disk = x->disk,
+                                  .offset = p->off + x->pos, .length = n};
+                rc = agent_stream_append(&t->stream, &e, true, NULL);
+                x->pos += n;
+                break;
+            }
+            case PC_FLUSH:
+                rc = agent_stream_flush(&t->stream, true, NULL);
+                x->pos = p->len;
+                break;
+            }
+            if (rc != 0) {
+                tm_error("tap: cannot add to the stream: %s", tm_strerror(rc));
+                x->status = -EIO;
+            }
+        }
+        /* Every record of x is in the stream. */
+        t->queue_head = x->next;
+        if (!t->queue_head)
+            t->queue_tail = NULL;
+        x->appended = true;
+        x->target = t->stream.appended;
+        if (x->io->kind != NBD_IO_FLUSH) {
+            t->reserved -= x->reserve;
+            x->reserve = 0;
+        }
+        agent_client_kick(t->client);
+        bool wait_ack = x->io->kind == NBD_IO_FLUSH || (x->io->flags & NBD_IO_FUA);
+        if (x->status != 0 && x->local_done) {
+            tap_complete(x, x->status);
+        } else if (wait_ack && (!x->local_done || agent_stream_acked_count(&t->stream) < x->target)) {
+            x->where = W_ACK;
+            x->next = t->ack_head;
+            t->ack_head = x;
+        } else {
+            tap_complete(x, 0);
+        }
+    }
+    tap_admit(t);
+}
+
+/* ---- the client's events --------------------------------------------------------- */
+
+static void tap_on_acked(agent_client_t *c, uint64_t durable, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    (void)durable;
+    uint64_t done = agent_stream_acked_count(&t->stream);
+    tap_io_t **pp = &t->ack_head;
+    while (*pp) {
+        tap_io_t *x = *pp;
+        if (x->local_done && x->target <= done) {
+            *pp = x->next;
+            tap_complete(x, x->status);
+        } else {
+            pp = &x->next;
+        }
+    }
+    tap_admit(t);
+    tap_check_exit(t);
+}
+
+static void tap_on_stop(agent_client_t *c, const char *reason, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    (void)reason;
+    t->stopped = true;
+}
+
+/* ---- running ---------------------------------------------------------------------- */
+
+static void on_closed_handle(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void tap_check_exit(tap_t *t)
+{
+    if (!t->shutting_down || t->finishing || t->srv || !agent_stream_all_acked(&t->stream))
+        return;
+    t->finishing = true;
+    printf("tap: stopped; every record acknowledged up to sequence %llu\n",
+           (unsigned long long)t->stream.acked_seq);
+    fflush(stdout);
+    uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
+    uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
+    agent_client_close(t->client, NULL, NULL);
+    t->client = NULL;
+}
+
+static void on_nbd_closed(void *arg)
+{
+    tap_t *t = arg;
+    t->srv = NULL;
+    tap_check_exit(t);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    tap_t *t = h->data;
+    if (++t->signals > 1 || !t->client) {
+        tm_warn("tap: signal %d; ending without waiting for acknowledgements", signum);
+        t->exit_code = 1;
+        if (t->srv) {
+            nbd_server_close(t->srv, NULL, NULL);
+            t->srv = NULL;
+        }
+        t->shutting_down = true;
+        t->finishing = true;
+        uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
+        uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
+        if (t->client)
+            agent_client_close(t->client, NULL, NULL);
+        t->client = NULL;
+        return;
+    }
+    tm_info("tap: signal %d; closing the NBD server and waiting for the server to acknowledge what is held "
+            "(again to end now)", signum);
+    t->shutting_down = true;
+    t->stopped = true;
+    nbd_server_close(t->srv, on_nbd_closed, t);
+}
+
+static const nbd_backend_ops_t tap_ops = {
+    .open = tap_open,
+    .list = tap_list,
+    .read = tap_read,
+    .write = tap_writelike,
+    .flush = tap_flush,
+    .trim = tap_writelike,
+    .zero = tap_writelike,
+    .cancel = tap_cancel,
+    .release = tap_release,
+};
+
+static int disk_size(const char *path, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    off_t end = lseek(fd, 0, SEEK_END);
+    int rc = end < 0 ? -errno : 0;
+    close(fd);
+    if (rc == 0)
+        *size = (uint64_t)end;
+    return rc;
+}
+
+int agent_tap_run(const agent_tap_opts_t *o)
+{
+    tap_t *t = tm_calloc(1, sizeof *t);
+    wire_disk_t *wd = tm_calloc(o->ndisks ? o->ndisks : 1, sizeof *wd);
+    int rc, code = 1;
+    if (!t || !wd) {
+        tm_error("tap: out of memory");
+        tm_free(t);
+        tm_free(wd);
+        return 1;
+    }
+    t->disks = o->disks;
+    t->ndisks = o->ndisks;
+    for (unsigned i = 0; i < o->ndisks; i++) {
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(o->disks[i].name, o->disks[j].name) == 0) {
+                tm_error("tap: disk name '%s' given twice", o->disks[i].name);
+                code = 2;
+                goto free_t;
+            }
+        }
+        snprintf(wd[i].name, sizeof wd[i].name, "%s", o->disks[i].name);
+        if ((rc = disk_size(o->disks[i].path, &wd[i].size)) != 0) {
+            tm_error("tap: disk %s: cannot open %s: %s", o->disks[i].name, o->disks[i].path, tm_strerror(rc));
+            code = 2;
+            goto free_t;
+        }
+        if (wd[i].size == 0 || wd[i].size % WIRE_SECTOR) {
+            tm_error("tap: disk %s: %s is %llu bytes; a disk must be a non-zero multiple of 512 bytes",
+                     o->disks[i].name, o->disks[i].path, (unsigned long long)wd[i].size);
+            code = 2;
+            goto free_t;
+        }
+    }
+    if ((rc = uv_loop_init(&t->loop)) != 0) {
+        tm_error("tap: cannot make an event loop: %s", uv_strerror(rc));
+        goto free_t;
+    }
+    if ((rc = agent_stream_init(&t->stream, 1, o->queue_bytes)) != 0) {
+        tm_error("tap: cannot make the stream: %s", tm_strerror(rc));
+        goto close_loop;
+    }
+    if ((rc = nbd_file_backend_new(&t->loop, &t->fb)) != 0) {
+        tm_error("tap: cannot make the file backend: %s", tm_strerror(rc));
+        goto free_stream;
+    }
+    for (unsigned i = 0; i < o->ndisks; i++) {
+        if ((rc = nbd_file_backend_add(t->fb, o->disks[i].name, o->disks[i].path, false)) != 0) {
+            tm_error("tap: disk %s: cannot export %s: %s", o->disks[i].name, o->disks[i].path, tm_strerror(rc));
+            code = 2;
+            goto free_fb;
+        }
+    }
+    agent_client_opts_t co = {
+        .server = o->server,
+        .machine = o->machine,
+        .agent_version = "tidemark-agent-tap",
+        .ndisks = o->ndisks,
+        .disks = wd,
+        .compress = true,
+    };
+    memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
+    agent_client_cbs_t cbs = {.acked = tap_on_acked, .stop = tap_on_stop};
+    rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
+    memset(co.secret, 0, sizeof co.secret);
+    if (rc != 0) {
+        tm_error("tap: bad server address '%s' or machine name '%s'", o->server, o->machine);
+        code = 2;
+        goto free_fb;
+    }
+    tap_self = t;
+    if ((rc = nbd_server_new(&t->loop, &tap_ops, t, &t->srv)) != 0 ||
+        (rc = nbd_server_listen(t->srv, o->listen)) != 0) {
+        tm_error("tap: cannot serve NBD on %s: %s", o->listen, tm_strerror(rc));
+        if (t->srv)
+            nbd_server_close(t->srv, NULL, NULL);
+        t->srv = NULL;
+        agent_client_close(t->client, NULL, NULL);
+        t->client = NULL;
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        code = 2;
+        goto free_fb;
+    }
+    uv_signal_init(&t->loop, &t->sigint);
+    uv_signal_init(&t->loop, &t->sigterm);
+    t->sigint.data = t->sigterm.data = t;
+    uv_signal_start(&t->sigint, on_signal, SIGINT);
+    uv_signal_start(&t->sigterm, on_signal, SIGTERM);
+
+    /* The host part as given, the port as bound (port 0 picks one). */
+    char host[128];
+    snprintf(host, sizeof host, "%s", o->listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    printf("tap: listening on %s:%d\n", host, nbd_server_port(t->srv));
+    fflush(stdout);
+    tm_info("tap: machine %s, %u disk(s), server %s", o->machine, o->ndisks, o->server);
+
+    agent_client_start(t->client);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    code = t->exit_code;
+
+free_fb:
+    if (t->fb && (rc = nbd_file_backend_free(t->fb)) != 0)
+        tm_warn("tap: file backend still busy at exit: %s", tm_strerror(rc));
+free_stream:
+    agent_stream_free(&t->stream);
+close_loop:
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    if ((rc = uv_loop_close(&t->loop)) != 0)
+        tm_warn("tap: event loop closed with handles open: %s", uv_strerror(rc));
+free_t:
+    tap_self = NULL;
+    tm_free(wd);
+    tm_free(t);
+    return code;
+}

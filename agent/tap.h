@@ -1,0 +1,39 @@
+/*
+ * `tidemark agent tap`: each local raw image served over NBD (the nbd
+ * module, file backend underneath); every WRITE, TRIM and WRITE_ZEROES a
+ * client makes is applied to the file and then appended to the stream, in
+ * completion order, before the client gets its reply. A FLUSH (and a FUA
+ * write) is answered only after the local fdatasync and the server's ACK of
+ * every record appended before it: a client's flush means durable at the
+ * appliance. When the stream is full new writes wait; none is dropped.
+ */
+#ifndef TM_AGENT_TAP_H
+#define TM_AGENT_TAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire/wire.h"
+
+typedef struct agent_tap_disk {
+    char name[WIRE_MAX_NAME + 1]; /* the export name and the disk's name in the HELLO */
+    const char *path;             /* a raw image file or block device */
+} agent_tap_disk_t;
+
+typedef struct agent_tap_opts {
+    const char *server;
+    const char *machine;
+    const uint8_t *secret;        /* AGENT_SECRET_LEN bytes */
+    const char *listen;           /* NBD address, HOST:PORT (port 0: any) */
+    const agent_tap_disk_t *disks;
+    unsigned ndisks;
+    size_t queue_bytes;           /* the stream's bound; 0 default */
+} agent_tap_opts_t;
+
+/* Serve until SIGINT/SIGTERM, then stop taking requests and wait for the
+ * server to acknowledge what is held (a second signal ends at once). Prints
+ * "tap: listening on HOST:PORT" on stdout once serving. Returns 0 when
+ * everything was acknowledged, 1 on a failure, 2 for bad disks. */
+int agent_tap_run(const agent_tap_opts_t *o);
+
+#endif

@@ -1,0 +1,152 @@
+/* Internals of ingest/, shared by its files only. */
+#ifndef TM_INGEST_INT_H
+#define TM_INGEST_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ingest/ingest.h"
+#include "ingest/registry.h"
+#include "journal/journal.h"
+#include "wire/msg.h"
+#include "wire/wire.h"
+
+/* Read buffer shared by every connection: libuv calls alloc and read
+ * callbacks back to back, and bytes left over are copied out. */
+#define IG_READ_BUF (256u << 10)
+/* A decoder body bigger than this goes back to the pool after its frame. */
+#define IG_SMALL_BODY (64u << 10)
+/* Spare frame bodies kept for busy connections. */
+#define IG_BODY_POOL 8u
+/* An agent that leaves this much of our output unread is dropped. */
+#define IG_MAX_WRITE_QUEUE (1u << 20)
+
+typedef struct ig_conn ig_conn_t;
+
+/* A protected machine as ingest knows it: from the journal and from
+ * sessions. Lives as long as the server. */
+typedef struct ig_machine {
+    char name[WIRE_MAX_NAME + 1];
+    wire_disk_t *disks; /* NULL until a disks record exists */
+    uint16_t ndisks;
+    uint64_t durable_seq;   /* every stream record <= this is durable */
+    uint64_t next_seq;      /* the sequence the live session must send next */
+    unsigned inflight;      /* journal appends not completed */
+    ig_conn_t *conn;        /* the session that owns the stream, if any */
+    bool ack_due;           /* durable_seq moved: send an ACK this turn */
+    struct ig_machine *ack_next;
+} ig_machine_t;
+
+/* One journal append, alive until its completion was handled on the loop. */
+typedef struct ig_append {
+    jnl_append_req_t req;
+    ig_machine_t *m;
+    ig_conn_t *conn;       /* the session that sent it (may be gone: see conn_gen) */
+    uint64_t conn_gen;
+    uint64_t last_seq;     /* 0 for a disks record */
+    uint32_t raw_len;      /* for the session's window */
+    uint32_t bytes;        /* payload size, for the global budget */
+    int status;
+    struct ig_append *next;
+} ig_append_t;
+
+typedef enum {
+    IG_ST_HELLO,   /* waiting for HELLO */
+    IG_ST_AUTH,    /* CHALLENGE sent, waiting for AUTH */
+    IG_ST_WAIT,    /* authenticated; WELCOME waits for earlier appends */
+    IG_ST_STREAM,  /* WELCOME sent; RECORDS flow */
+    IG_ST_LINGER,  /* ERROR sent; draining until the agent closes */
+    IG_ST_CLOSED,  /* uv_close called */
+} ig_state_t;
+
+struct ig_conn {
+    uv_tcp_t tcp;
+    ingest_t *ig;
+    uint64_t gen;          /* unique per connection, for appends that outlive it */
+    ig_state_t state;
+    wire_decoder_t dec;
+    char peer[64];
+    ig_machine_t *m;       /* claimed machine (IG_ST_WAIT, IG_ST_STREAM) */
+    /* handshake only; freed at WELCOME */
+    wire_hello_t *hello;
+    uint8_t nonce[WIRE_NONCE_LEN];
+    bool known;            /* the hello named a registered machine */
+    uint8_t secret[INGEST_SECRET_LEN];
+    /* input left over after a turn's frame budget */
+    uint8_t *pend;
+    size_t pend_off, pend_len;
+    bool reading;
+    bool on_ready;         /* in ig->ready (has pend to work through) */
+    ig_conn_t *ready_next, *ready_prev;
+    ig_conn_t *next, *prev; /* all connections */
+    uint64_t unacked_raw;   /* raw bytes received, not yet acknowledged */
+    uint64_t deadline_ns;   /* handshake or linger deadline; 0 none */
+    unsigned writes;        /* writes in flight */
+};
+
+struct ingest {
+    uv_loop_t *loop;
+    jnl_t *jnl;
+    char *data_dir;
+    char server_id[WIRE_MAX_TEXT + 1];
+    char addr[80];
+    uint32_t window;
+    uint64_t budget;
+    uv_tcp_t listener;
+    uv_async_t async;
+    uv_idle_t idle;
+    uv_timer_t sweep;
+    ingest_registry_t reg;
+    bool reg_bad;           /* the last load failed (already logged) */
+    /* machines */
+    ig_machine_t **machines;
+    size_t nmachines, cap_machines;
+    ig_machine_t *ack_list;
+    /* connections */
+    ig_conn_t *conns;
+    ig_conn_t *ready;
+    size_t nconns;
+    uint64_t next_gen;
+    /* the shared decode state (loop thread only) */
+    uint8_t *readbuf;
+    bool readbuf_busy;
+    wire_records_t *recs;
+    uint8_t *scratch;
+    uint8_t *pool[IG_BODY_POOL];
+    unsigned npool;
+    /* journal completions, handed from the writer thread */
+    pthread_mutex_t mu;
+    ig_append_t *done_head, *done_tail;
+    unsigned inflight;     /* appends not yet handled on the loop */
+    uint64_t queued_bytes; /* their payload bytes */
+    bool paused;           /* over the budget: streaming sessions do not read */
+    /* stopping */
+    bool stopping;
+    unsigned open_handles;
+    ingest_stopped_cb stopped_cb;
+    void *stopped_arg;
+};
+
+/* state.c */
+ig_machine_t *ig_machine_find(ingest_t *ig, const char *name);
+ig_machine_t *ig_machine_get(ingest_t *ig, const char *name); /* creates; NULL on OOM */
+int ig_machine_set_disks(ig_machine_t *m, const wire_disk_t *disks, uint16_t n);
+int ig_rebuild(ingest_t *ig, char *err, size_t errlen);
+void ig_machines_free(ingest_t *ig);
+
+/* session.c */
+void ig_conn_frame(ig_conn_t *c);          /* a whole frame is in c->dec */
+void ig_conn_settled(ig_machine_t *m);     /* m->inflight reached 0 */
+void ig_conn_append_done(ig_append_t *a);  /* on the loop, in LSN order */
+
+/* server.c */
+void ig_conn_fail(ig_conn_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void ig_conn_close(ig_conn_t *c); /* at once, no ERROR */
+int ig_conn_send(ig_conn_t *c, const wire_buf_t *b);
+void ig_conn_update_reading(ig_conn_t *c);
+void ig_budget_add(ingest_t *ig, uint32_t bytes);
+const char *ig_conn_who(const ig_conn_t *c, char *buf, size_t len);
+
+#endif

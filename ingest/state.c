@@ -1,0 +1,156 @@
+/*
+ * Per-machine state: the table, and its rebuild from the journal at start.
+ *
+ * For now the journal itself is the only place this state lives, and ingest
+ * reads every record still held at start. The points stage will keep it in
+ * RocksDB; until then the journal is bounded by retirement, which must not
+ * drop a machine's last batch (see docs/ingest-records.md).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "ingest/ingest_int.h"
+#include "ingest/record.h"
+
+ig_machine_t *ig_machine_find(ingest_t *ig, const char *name)
+{
+    for (size_t i = 0; i < ig->nmachines; i++)
+        if (strcmp(ig->machines[i]->name, name) == 0)
+            return ig->machines[i];
+    return NULL;
+}
+
+ig_machine_t *ig_machine_get(ingest_t *ig, const char *name)
+{
+    ig_machine_t *m = ig_machine_find(ig, name);
+    if (m)
+        return m;
+    if (tm_grow((void **)&ig->machines, &ig->cap_machines, ig->nmachines + 1, sizeof ig->machines[0]) != 0)
+        return NULL;
+    m = tm_calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    snprintf(m->name, sizeof m->name, "%s", name);
+    ig->machines[ig->nmachines++] = m;
+    return m;
+}
+
+int ig_machine_set_disks(ig_machine_t *m, const wire_disk_t *disks, uint16_t n)
+{
+    wire_disk_t *d = NULL;
+    if (n) {
+        d = tm_malloc(n * sizeof *d);
+        if (!d)
+            return -ENOMEM;
+        memcpy(d, disks, n * sizeof *d);
+    }
+    tm_free(m->disks);
+    m->disks = d;
+    m->ndisks = n;
+    return 0;
+}
+
+void ig_machines_free(ingest_t *ig)
+{
+    for (size_t i = 0; i < ig->nmachines; i++) {
+        tm_free(ig->machines[i]->disks);
+        tm_free(ig->machines[i]);
+    }
+    tm_free(ig->machines);
+    ig->machines = NULL;
+    ig->nmachines = ig->cap_machines = 0;
+}
+
+/* One journal record; 0, or an error with err filled. */
+static int ig__rebuild_one(ingest_t *ig, const jnl_record_t *rec, wire_disk_t *disks, char *err, size_t errlen)
+{
+    char name[WIRE_MAX_NAME + 1];
+    uint16_t n = 0;
+    int rc;
+
+    if (rec->type == INGEST_REC_BATCH) {
+        ingest_batch_rec_t b;
+        rc = ingest_rec_batch_parse(rec->data, rec->len, &b);
+        if (rc)
+            goto out_bad;
+        ig_machine_t *m = ig_machine_get(ig, b.machine);
+        if (!m)
+            return -ENOMEM;
+        uint64_t last = b.first_seq + b.count - 1;
+        /* The server journals a machine's batches in order and without gaps;
+         * anything else here means the log was not written by these rules. */
+        if (b.first_seq != m->durable_seq + 1)
+            tm_warn("ingest: journal LSN %" PRIu64 ": machine %s batch starts at sequence %" PRIu64
+                    " after %" PRIu64,
+                    rec->lsn, b.machine, b.first_seq, m->durable_seq);
+        if (last > m->durable_seq)
+            m->durable_seq = last;
+        return 0;
+    }
+    if (rec->type == INGEST_REC_DISKS) {
+        rc = ingest_rec_disks_parse(rec->data, rec->len, name, disks, &n);
+        if (rc)
+            goto out_bad;
+        ig_machine_t *m = ig_machine_get(ig, name);
+        if (!m || ig_machine_set_disks(m, disks, n) != 0)
+            return -ENOMEM;
+        return 0;
+    }
+    /* Other stages' record types are not ingest's business. */
+    return 0;
+
+out_bad:
+    snprintf(err, errlen, "journal record LSN %" PRIu64 " (type %u) %s", rec->lsn, rec->type,
+             rc == TM_EVERSION ? "has an ingest payload version this build cannot read"
+                               : "is not a valid ingest payload");
+    return rc;
+}
+
+int ig_rebuild(ingest_t *ig, char *err, size_t errlen)
+{
+    jnl_reader_t *r = NULL;
+    jnl_record_t rec;
+    uint64_t records = 0;
+    int rc = jnl_reader_open(ig->jnl, 0, &r);
+    if (rc) {
+        snprintf(err, errlen, "cannot read the journal: %s", tm_strerror(rc));
+        return rc;
+    }
+    wire_disk_t *disks = tm_malloc(WIRE_MAX_DISKS * sizeof *disks);
+    if (!disks) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "%s", tm_strerror(rc));
+        goto out_close;
+    }
+    for (;;) {
+        rc = jnl_reader_next(r, &rec);
+        if (rc == -EAGAIN) {
+            rc = 0;
+            break;
+        }
+        if (rc) {
+            snprintf(err, errlen, "reading the journal: %s", tm_strerror(rc));
+            break;
+        }
+        records++;
+        rc = ig__rebuild_one(ig, &rec, disks, err, errlen);
+        if (rc == -ENOMEM)
+            snprintf(err, errlen, "%s", tm_strerror(rc));
+        if (rc)
+            break;
+    }
+    if (rc == 0)
+        tm_info("ingest: %zu machine%s known from %" PRIu64 " journal record%s", ig->nmachines,
+                ig->nmachines == 1 ? "" : "s", records, records == 1 ? "" : "s");
+    for (size_t i = 0; i < ig->nmachines; i++)
+        ig->machines[i]->next_seq = ig->machines[i]->durable_seq + 1;
+    tm_free(disks);
+out_close:
+    jnl_reader_close(r);
+    return rc;
+}
