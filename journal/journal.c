@@ -63,13 +63,13 @@ int jnl_open(const char *dir, const jnl_options_t *opts, jnl_t **out)
     j->cur_fd = -1;
     j->ready_tail = &j->ready;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->work_cv, NULL);
     /* Timed waits measure on the monotonic clock: a wall-clock step must
      * not stretch or cut a timeout. */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&j->durable_cv, &ca);
+    pthread_cond_init(&j->work_cv, &ca);
     pthread_condattr_destroy(&ca);
     j->dir = tm_strdup(dir);
     if (!j->dir) {

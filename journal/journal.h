@@ -62,7 +62,7 @@ typedef struct jnl_options {
                                 JNL_SEG_DATA_OFF + JNL_REC_OVERHEAD), else jnl_open says TM_EINVAL */
     uint32_t batch_bytes;    /* a batch is closed when it reaches this; 0 = default */
     unsigned spare_segments; /* retired segments kept for reuse; default 2 */
-    unsigned retry_ms;       /* after a failure, least ms between recovery attempts (0: at every append) */
+    unsigned retry_ms;       /* after a failure, ms between recovery attempts (0: 1 s on its own, and at every append) */
     bool read_only;          /* open to inspect: no writer, no appends, nothing changed */
     bool verify_all;         /* check every record of sealed segments too, not only the last */
     const jnl_io_t *io;      /* NULL = the real system calls */
@@ -165,9 +165,10 @@ void jnl_get_stats(jnl_t *j, jnl_stats_t *st);
 /*
  * After a write or sync failure the journal refuses appends (TM_EFAILED)
  * until it has moved to a fresh segment whose header pins the end of the
- * durable log. The writer tries that at once after the failure, then at most
- * every retry_ms while appends keep coming. jnl_recover() tries it now and
- * waits: 0 when the journal accepts appends again, else the error.
+ * durable log. The writer tries that at once after the failure, then on its
+ * own every retry_ms (1 s when 0), and when appends come (at most every
+ * retry_ms). jnl_recover() tries it now and waits: 0 when the journal
+ * accepts appends again, else the error.
  */
 int jnl_recover(jnl_t *j);
 

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <lz4.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -388,6 +389,22 @@ void *jnl__writer_main(void *arg)
             j->open = NULL;
         } else if (j->closing) {
             break;
+        } else if (j->error) {
+            /* Failed: try again on a timer too, so the journal recovers by
+             * itself once the condition clears, without an append having to
+             * be refused first. */
+            struct timespec ts;
+            unsigned ms = j->opt.retry_ms ? j->opt.retry_ms : 1000;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += ms / 1000;
+            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&j->work_cv, &j->mu, &ts) == ETIMEDOUT)
+                j->retry_wanted = true;
+            continue;
         } else {
             pthread_cond_wait(&j->work_cv, &j->mu);
             continue;

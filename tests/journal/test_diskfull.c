@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "support/tmt.h"
@@ -92,5 +93,43 @@ Test(diskfull, full_then_retire_then_resume)
         cr_assert(memcmp(recs[k].data, buf, sizeof buf) == 0, "LSN %llu differs", (unsigned long long)recs[k].lsn);
     }
     tmt_recs_free(recs, n);
+    jnl_destroy(j);
+}
+
+Test(diskfull, recovers_by_itself_once_space_frees)
+{
+    if (!mounted)
+        cr_skip_test("cannot mount a small tmpfs here (%s): run as root to test a real full disk", strerror(errno));
+    tmt_log_capture();
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/journal", mnt);
+    /* retry_ms: the writer retries on its own this often while failed. */
+    jnl_options_t o = {.segment_size = SEG, .max_record = REC, .spare_segments = 1, .retry_ms = 20};
+    jnl_t *j = tmt_open(dir, &o);
+    static uint8_t buf[REC];
+    uint64_t acked = 0;
+    int rc = 0;
+    for (uint64_t i = 1; i < 1000 && rc == 0; i++) {
+        tmt_fill(buf, sizeof buf, 9, i, false);
+        rc = jnl_append_wait(j, 1, buf, sizeof buf, 0, NULL);
+        if (rc == 0)
+            acked = i;
+    }
+    cr_assert_eq(rc, -ENOSPC);
+    unsigned dropped;
+    cr_assert_eq(jnl_retire(j, acked, &dropped), 0);
+    /* No append and no jnl_recover(): the writer's own retry must clear it. */
+    jnl_stats_t st;
+    for (int k = 0; k < 500; k++) {
+        jnl_get_stats(j, &st);
+        if (st.error == 0)
+            break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(st.error, 0, "still failed after 5 s: %s", tm_strerror(st.error));
+    uint64_t lsn;
+    cr_assert_eq(jnl_append_wait(j, 1, buf, sizeof buf, 0, &lsn), 0, "the first append after the space came back works");
+    cr_assert_eq(lsn, acked + 1);
     jnl_destroy(j);
 }
