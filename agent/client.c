@@ -466,6 +466,11 @@ static void handle_frame(agent_client_t *c)
             client_drop(c, "server %s sent a WELCOME with an empty window", c->server);
             return;
         }
+        if (w.ndisks != c->hello.ndisks) {
+            client_drop(c, "server %s sent a WELCOME for %u disks; this agent has %u", c->server, w.ndisks,
+                        c->hello.ndisks);
+            return;
+        }
         agent_stream_t *s = c->stream;
         uint64_t held_first = s->acked_seq + 1, held_last = s->next_seq - 1;
         rc = agent_stream_resume(s, w.next_seq);
@@ -490,7 +495,7 @@ static void handle_frame(agent_client_t *c)
         tm_info("connected to server %s as machine %s; stream resumes at sequence %llu", c->server, c->machine,
                 (unsigned long long)w.next_seq);
         if (c->cbs.welcome)
-            c->cbs.welcome(c, w.next_seq, c->arg);
+            c->cbs.welcome(c, &w, c->arg);
         if (c->state == ST_STREAMING)
             client_pump(c);
         return;

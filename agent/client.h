@@ -36,8 +36,10 @@
 typedef struct agent_client agent_client_t;
 
 typedef struct agent_client_cbs {
-    /* A session is up: the stream resumed at next_seq. Optional. */
-    void (*welcome)(agent_client_t *c, uint64_t next_seq, void *arg);
+    /* A session is up: the stream resumed at w->next_seq; w->disk_state[d]
+     * says whether disk d still needs its initial copy (WIRE_DISK_NEW).
+     * w->ndisks is the HELLO's count (the client checked). Optional. */
+    void (*welcome)(agent_client_t *c, const wire_welcome_t *w, void *arg);
     /* An ACK moved the stream forward: room may be free, flushes may be
      * covered. Optional. */
     void (*acked)(agent_client_t *c, uint64_t durable_seq, void *arg);

@@ -352,6 +352,16 @@ void agent_workload_record(const agent_workload_t *w, agent_wl_gen_t *gen, uint6
                            uint8_t *buf, char *name)
 {
     memset(e, 0, sizeof *e);
+    /* A replay disk starts all zero, as the appliance's copy of it does: its
+     * initial copy is complete before any write, and the stream says so
+     * first. Placing the SYNCED records at fixed sequences keeps every
+     * record a function of (workload, seq), so a restart still resumes
+     * exactly; the writes those sequences would have had are skipped. */
+    if (seq <= w->disks) {
+        e->kind = WIRE_R_SYNCED;
+        e->disk = (uint16_t)(seq - 1);
+        return;
+    }
     uint64_t wi = seq;
     if (w->tags) {
         if (seq % (w->tags + 1) == 0) {
@@ -391,6 +401,7 @@ typedef struct replay {
     agent_wl_gen_t gen;
     uint8_t *buf;
     char name[WIRE_MAX_NAME + 1];
+    char machine[WIRE_MAX_NAME + 1];
 
     uv_idle_t idle;         /* generating while active */
     uv_timer_t rate_timer;  /* waiting for the rate to allow more */
@@ -466,7 +477,7 @@ static void replay_produce(replay_t *r)
             r->writes++;
             r->bytes += e.length;
             made += e.length;
-        } else {
+        } else if (e.kind == WIRE_R_TAG) {
             r->tags++;
         }
     }
@@ -489,10 +500,19 @@ static void on_rate_timer(uv_timer_t *t)
         uv_idle_start(&r->idle, on_idle);
 }
 
-static void replay_on_welcome(agent_client_t *c, uint64_t next_seq, void *arg)
+static void replay_on_welcome(agent_client_t *c, const wire_welcome_t *wel, void *arg)
 {
     replay_t *r = arg;
+    uint64_t next_seq = wel->next_seq;
     (void)c;
+    /* Disk d's SYNCED is record d + 1: a disk the server still wants whole
+     * gets it from the stream unless the stream is already past it (a
+     * machine another kind of agent streamed before). */
+    for (unsigned d = 0; d < wel->ndisks; d++)
+        if (wel->disk_state[d] == WIRE_DISK_NEW && next_seq > (uint64_t)d + 1)
+            tm_warn("replay: the server wants disk %u of machine %s whole, but its stream is past this "
+                    "workload's SYNCED record (sequence %u); replay does not copy disks",
+                    d, r->machine, d + 1);
     if (!r->started) {
         r->started = true;
         r->start_ms = uv_now(&r->loop);
@@ -600,6 +620,7 @@ int agent_replay_run(const agent_replay_opts_t *o)
         return 1;
     }
     r->w = o->workload;
+    snprintf(r->machine, sizeof r->machine, "%s", o->machine ? o->machine : "");
     r->buf = tm_malloc(r->w.bs_max ? r->w.bs_max : WIRE_SECTOR);
     disks = tm_calloc(r->w.disks, sizeof *disks);
     if (!r->buf || !disks) {

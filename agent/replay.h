@@ -19,8 +19,10 @@
  *   seed=S           (1)
  *   tags=N           an app tag after every N writes; 0 none (0)
  *
- * Everything about record seq (kind, disk, offset, length, bytes, tag id and
- * name) is a pure function of (workload, seq): a restarted replay agent
+ * Records 1..disks are SYNCED for disks 0..disks-1: a replay disk starts
+ * all zero like the appliance's copy of it, so its initial copy is complete
+ * at once. Everything about record seq (kind, disk, offset, length, bytes,
+ * tag id and name) is a pure function of (workload, seq): a restarted replay agent
  * regenerates exactly the records the server is missing after its WELCOME,
  * and a test can check every journaled record against the generator.
  */

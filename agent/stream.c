@@ -85,6 +85,8 @@ static bool rec_valid(const wire_entry_t *e)
     }
     case WIRE_R_FLUSH:
         return true;
+    case WIRE_R_SYNCED:
+        return e->disk < WIRE_MAX_DISKS;
     }
     return false;
 }
@@ -107,8 +109,10 @@ int agent_stream_append(agent_stream_t *s, const wire_entry_t *rec, bool force, 
         r->e.id = 0;
     if (rec->kind == WIRE_R_TAG || rec->kind == WIRE_R_FLUSH)
         r->e.disk = 0, r->e.offset = 0;
-    if (rec->kind == WIRE_R_FLUSH)
+    if (rec->kind == WIRE_R_FLUSH || rec->kind == WIRE_R_SYNCED)
         r->e.length = 0;
+    if (rec->kind == WIRE_R_SYNCED)
+        r->e.offset = 0;
     r->e.hash = 0;
     if (n)
         memcpy(r->bytes, rec->data, n);
@@ -162,6 +166,12 @@ int agent_stream_tag(agent_stream_t *s, uint8_t tag_kind, uint64_t id, const cha
 int agent_stream_flush(agent_stream_t *s, bool force, uint64_t *seq)
 {
     wire_entry_t e = {.kind = WIRE_R_FLUSH};
+    return agent_stream_append(s, &e, force, seq);
+}
+
+int agent_stream_synced(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq)
+{
+    wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = disk};
     return agent_stream_append(s, &e, force, seq);
 }
 

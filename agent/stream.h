@@ -85,6 +85,9 @@ int agent_stream_trim(agent_stream_t *s, uint16_t disk, uint64_t offset, uint32_
 int agent_stream_tag(agent_stream_t *s, uint8_t tag_kind, uint64_t id, const char *name, bool force,
                      uint64_t *seq);
 int agent_stream_flush(agent_stream_t *s, bool force, uint64_t *seq);
+/* Disk `disk`'s initial copy is complete: every record of it before this
+ * one, applied to a zero disk, gives the whole disk. */
+int agent_stream_synced(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq);
 
 /*
  * Start over from the server's next_seq (a WELCOME): records below it are

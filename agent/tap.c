@@ -18,6 +18,33 @@
  * write completed before it), runs fdatasync on the file at once, and is
  * answered when both the sync is done and the server's ACK covers its flush
  * record.
+ *
+ * The initial copy. A WELCOME that names a disk WIRE_DISK_NEW (the
+ * appliance holds no full copy of it) starts a copy of that disk: chunks of
+ * COPY_CHUNK bytes, in order, each one read from the file and appended as one
+ * WRITE record; a chunk that reads as all zeros is skipped (the appliance's
+ * disk starts all zero); after the last chunk, a SYNCED record. Disks are
+ * copied one after another.
+ *
+ * A copy chunk is an item of the same strictly ordered append queue as the
+ * clients' writes, and its read of the file happens only when it is the
+ * head of that queue; the queue waits for the read. So for a live write W
+ * and a chunk C of the same region: if W reached the queue before C's read,
+ * W's records are appended first and C, read after W was applied, carries
+ * W's bytes too; otherwise W was applied during or after the read and its
+ * records are appended after C's. Either way the last record to touch any
+ * byte carries what the file holds, and the two can never be reordered. A
+ * skipped (zero) chunk is the same case with nothing appended: every byte
+ * the appliance got non-zero before it was overwritten by a write appended
+ * before or after it, exactly as on the file.
+ *
+ * The copy respects the stream's bound strictly (a chunk is queued only
+ * when the stream has room for it and no client write waits for room), and
+ * only one chunk is in the queue at a time: live writes keep flowing between
+ * chunks. A lost connection costs nothing: the stream keeps every record
+ * until it is acknowledged and resends it, and the copy goes on. Only a
+ * restarted agent copies again, from the beginning, because the WELCOME
+ * still says WIRE_DISK_NEW until the SYNCED record is durable.
  */
 #include "agent/tap.h"
 
@@ -40,8 +67,9 @@
 #include "nbd/nbd_file.h"
 
 #define ZERO_CHUNK (1u << 30) /* largest zero/trim record the tap makes */
+#define COPY_CHUNK WIRE_MAX_WRITE /* initial copy: bytes read (and sent as one write) at a time */
 
-typedef enum { PC_BUF, PC_READ, PC_ZERO, PC_TRIM, PC_FLUSH } piece_kind_t;
+typedef enum { PC_BUF, PC_READ, PC_ZERO, PC_TRIM, PC_FLUSH, PC_COPY } piece_kind_t;
 
 typedef struct piece {
     piece_kind_t kind;
@@ -70,7 +98,28 @@ typedef struct tap_io {
     bool local_done;    /* the file part (sync for a flush) finished */
     bool appended;      /* every record is in the stream */
     uint64_t target;    /* acked_count that covers it (flush, FUA) */
+    bool copy;          /* an initial copy chunk: no io, pieces[0] is PC_COPY */
+    uv_fs_t fsreq;      /* its read */
 } tap_io_t;
+
+/* A disk's initial copy. */
+typedef enum {
+    CP_IDLE,    /* no WELCOME asked for it */
+    CP_WANTED,  /* asked for; waits for its turn */
+    CP_RUNNING, /* chunks going into the queue */
+    CP_QUEUED,  /* SYNCED appended; waits for the server's ACK */
+    CP_DONE,    /* the appliance holds it (acked, or the WELCOME said so) */
+    CP_FAILED,  /* a read failed; the next WELCOME that asks starts over */
+} copy_state_t;
+
+typedef struct tap_copy {
+    int fd;              /* the image, read-only, for the copy's reads */
+    uint64_t size;
+    copy_state_t state;
+    uint64_t pos;        /* the next chunk's offset */
+    uint64_t sent, skipped; /* chunks appended, chunks skipped as zeros */
+    uint64_t target;     /* acked_count that covers the SYNCED record */
+} tap_copy_t;
 
 struct tap {
     uv_loop_t loop;
@@ -90,6 +139,13 @@ struct tap {
     int signals;
     uv_signal_t sigint, sigterm;
     int exit_code;
+    /* the initial copy */
+    tap_copy_t *copy;           /* ndisks */
+    bool copy_out;              /* a chunk is in the queue */
+    uint64_t copy_rate;         /* bytes/s read by the copy; 0 unlimited */
+    uint64_t copy_next_ms;      /* the rate allows the next chunk then */
+    uv_timer_t copy_timer;
+    bool copy_timer_init;
 };
 
 /* The file backend's exports carry no pointer of ours, so requests find the
@@ -99,6 +155,9 @@ static tap_t *tap_self;
 static void tap_drain(tap_t *t);
 static void tap_admit(tap_t *t);
 static void tap_check_exit(tap_t *t);
+static void tap_copy_pump(tap_t *t);
+static bool tap_copy_step(tap_t *t, tap_io_t *x);
+static void tap_copy_chunk_done(tap_t *t, tap_io_t *x);
 
 static void list_push(tap_io_t **head, tap_io_t **tail, tap_io_t *x)
 {
@@ -253,6 +312,7 @@ static void tap_admit(tap_t *t)
         t->reserved += x->reserve;
         tap_submit_local(x);
     }
+    tap_copy_pump(t);
 }
 
 static void tap_writelike(nbd_io_t *io)
@@ -338,6 +398,15 @@ static void tap_drain(tap_t *t)
 {
     while (t->queue_head) {
         tap_io_t *x = t->queue_head;
+        if (x->copy) {
+            if (!tap_copy_step(t, x))
+                return; /* the queue waits for the chunk's read */
+            t->queue_head = x->next;
+            if (!t->queue_head)
+                t->queue_tail = NULL;
+            tap_copy_chunk_done(t, x);
+            continue;
+        }
         if (x->reading)
             return;
         while (x->piece < x->npieces) {
@@ -395,6 +464,9 @@ static void tap_drain(tap_t *t)
                 rc = agent_stream_flush(&t->stream, true, NULL);
                 x->pos = p->len;
                 break;
+            case PC_COPY: /* only in copy items, handled above */
+                x->pos = p->len;
+                break;
             }
             if (rc != 0) {
                 tm_error("tap: cannot add to the stream: %s", tm_strerror(rc));
@@ -426,6 +498,175 @@ static void tap_drain(tap_t *t)
     tap_admit(t);
 }
 
+/* ---- the initial copy ------------------------------------------------------------ */
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+static void tap_on_copy_read(uv_fs_t *req)
+{
+    tap_io_t *x = req->data;
+    ssize_t got = req->result;
+    uv_fs_req_cleanup(req);
+    x->reading = false;
+    x->read_ready = true;
+    if (got < 0)
+        x->status = (int)got; /* libuv errors are negative errnos */
+    else if ((uint64_t)got != x->pieces[0].len)
+        x->status = -EIO; /* the file shrank under us */
+    tap_drain(x->tap);
+}
+
+/* The copy item at the head of the queue: read its chunk (false: wait for
+ * it), then append it unless it is all zeros, and SYNCED after the disk's
+ * last chunk. */
+static bool tap_copy_step(tap_t *t, tap_io_t *x)
+{
+    piece_t *p = &x->pieces[0];
+    tap_copy_t *cp = &t->copy[x->disk];
+    if (x->reading)
+        return false;
+    if (!x->read_ready) {
+        x->rbuf = tm_malloc(p->len);
+        if (!x->rbuf) {
+            x->status = -ENOMEM;
+            return true;
+        }
+        uv_buf_t b = uv_buf_init((char *)x->rbuf, (unsigned)p->len);
+        x->fsreq.data = x;
+        x->reading = true;
+        int rc = uv_fs_read(&t->loop, &x->fsreq, cp->fd, &b, 1, (int64_t)p->off, tap_on_copy_read);
+        if (rc == 0)
+            return false;
+        x->reading = false;
+        x->status = rc;
+        return true;
+    }
+    if (x->status != 0)
+        return true;
+    int rc = 0;
+    if (all_zero(x->rbuf, p->len)) {
+        cp->skipped++;
+    } else {
+        wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = p->off, .length = (uint32_t)p->len,
+                          .data = x->rbuf};
+        rc = agent_stream_append(&t->stream, &e, true, NULL);
+        cp->sent++;
+    }
+    if (rc == 0 && p->off + p->len >= cp->size)
+        rc = agent_stream_synced(&t->stream, x->disk, true, NULL);
+    if (rc != 0)
+        x->status = rc;
+    return true;
+}
+
+static void tap_copy_chunk_done(tap_t *t, tap_io_t *x)
+{
+    tap_copy_t *cp = &t->copy[x->disk];
+    const piece_t *p = &x->pieces[0];
+    t->reserved -= x->reserve;
+    t->copy_out = false;
+    if (x->status != 0) {
+        cp->state = CP_FAILED;
+        tm_error("tap: disk %s: initial copy stopped at byte %llu: %s; it starts over when the server next asks "
+                 "for it", t->disks[x->disk].name, (unsigned long long)p->off, tm_strerror(x->status));
+    } else {
+        cp->pos = p->off + p->len;
+        if (cp->pos >= cp->size) {
+            cp->state = CP_QUEUED;
+            cp->target = t->stream.appended;
+            tm_info("tap: disk %s: initial copy read: %llu chunk(s) of %u KiB sent, %llu all-zero chunk(s) "
+                    "skipped; waiting for the server to acknowledge it",
+                    t->disks[x->disk].name, (unsigned long long)cp->sent, COPY_CHUNK >> 10,
+                    (unsigned long long)cp->skipped);
+        }
+    }
+    tm_free(x->rbuf);
+    tm_free(x);
+    if (t->client)
+        agent_client_kick(t->client);
+}
+
+static void on_copy_timer(uv_timer_t *h)
+{
+    tap_copy_pump(h->data);
+}
+
+/* Queue the next chunk of the copy, if any, when the stream has room and no
+ * client write waits for room. */
+static void tap_copy_pump(tap_t *t)
+{
+    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down)
+        return;
+    unsigned d;
+    for (d = 0; d < t->ndisks; d++)
+        if (t->copy[d].state == CP_RUNNING || t->copy[d].state == CP_WANTED)
+            break;
+    if (d == t->ndisks)
+        return;
+    tap_copy_t *cp = &t->copy[d];
+    uint64_t len = cp->size - cp->pos < COPY_CHUNK ? cp->size - cp->pos : COPY_CHUNK;
+    size_t reserve = agent_stream_cost(len) + agent_stream_cost(0);
+    /* Strictly within the bound (unlike a client's write, which may pass it
+     * by one request): the copy must never grow the stream on its own. */
+    if (!agent_stream_has_room(&t->stream, t->reserved + reserve))
+        return;
+    if (t->copy_rate) {
+        uint64_t now = uv_now(&t->loop);
+        if (now < t->copy_next_ms) {
+            if (t->copy_timer_init && !uv_is_active((uv_handle_t *)&t->copy_timer))
+                uv_timer_start(&t->copy_timer, on_copy_timer, t->copy_next_ms - now, 0);
+            return;
+        }
+        t->copy_next_ms = (t->copy_next_ms > now ? t->copy_next_ms : now) + len * 1000 / t->copy_rate;
+    }
+    tap_io_t *x = tm_calloc(1, sizeof *x);
+    if (!x)
+        return; /* tried again at the next ack or write */
+    if (cp->state == CP_WANTED) {
+        cp->state = CP_RUNNING;
+        cp->pos = 0;
+        cp->sent = cp->skipped = 0;
+        tm_info("tap: disk %s: initial copy started (%llu bytes)", t->disks[d].name, (unsigned long long)cp->size);
+    }
+    x->tap = t;
+    x->copy = true;
+    x->disk = (uint16_t)d;
+    x->pieces[0] = (piece_t){PC_COPY, cp->pos, len};
+    x->npieces = 1;
+    x->reserve = reserve;
+    x->where = W_QUEUE;
+    t->reserved += reserve;
+    t->copy_out = true;
+    bool was_empty = t->queue_head == NULL;
+    list_push(&t->queue_head, &t->queue_tail, x);
+    if (was_empty)
+        tap_drain(t);
+}
+
+static void tap_on_welcome(agent_client_t *c, const wire_welcome_t *w, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    for (unsigned d = 0; d < t->ndisks && d < w->ndisks; d++) {
+        tap_copy_t *cp = &t->copy[d];
+        if (w->disk_state[d] == WIRE_DISK_SYNCED) {
+            if (cp->state == CP_IDLE)
+                cp->state = CP_DONE;
+            continue;
+        }
+        /* A copy running or queued in this process goes on: the stream
+         * resends what the server lacks. */
+        if (cp->state == CP_IDLE || cp->state == CP_FAILED) {
+            cp->state = CP_WANTED;
+            tm_info("tap: disk %s: the appliance holds no full copy yet; sending it whole", t->disks[d].name);
+        }
+    }
+    tap_copy_pump(t);
+}
+
 /* ---- the client's events --------------------------------------------------------- */
 
 static void tap_on_acked(agent_client_t *c, uint64_t durable, void *arg)
@@ -442,6 +683,13 @@ static void tap_on_acked(agent_client_t *c, uint64_t durable, void *arg)
             tap_complete(x, x->status);
         } else {
             pp = &x->next;
+        }
+    }
+    for (unsigned d = 0; d < t->ndisks; d++) {
+        tap_copy_t *cp = &t->copy[d];
+        if (cp->state == CP_QUEUED && cp->target <= done) {
+            cp->state = CP_DONE;
+            tm_info("tap: disk %s: initial copy complete and durable at the appliance", t->disks[d].name);
         }
     }
     tap_admit(t);
@@ -473,6 +721,7 @@ static void tap_check_exit(tap_t *t)
     fflush(stdout);
     uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
     uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
+    uv_close((uv_handle_t *)&t->copy_timer, on_closed_handle);
     agent_client_close(t->client, NULL, NULL);
     t->client = NULL;
 }
@@ -498,6 +747,7 @@ static void on_signal(uv_signal_t *h, int signum)
         t->finishing = true;
         uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
         uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
+        uv_close((uv_handle_t *)&t->copy_timer, on_closed_handle);
         if (t->client)
             agent_client_close(t->client, NULL, NULL);
         t->client = NULL;
@@ -548,6 +798,14 @@ int agent_tap_run(const agent_tap_opts_t *o)
     }
     t->disks = o->disks;
     t->ndisks = o->ndisks;
+    t->copy_rate = o->copy_rate;
+    t->copy = tm_calloc(o->ndisks ? o->ndisks : 1, sizeof *t->copy);
+    if (!t->copy) {
+        tm_error("tap: out of memory");
+        goto free_t;
+    }
+    for (unsigned i = 0; i < o->ndisks; i++)
+        t->copy[i].fd = -1;
     for (unsigned i = 0; i < o->ndisks; i++) {
         for (unsigned j = 0; j < i; j++) {
             if (strcmp(o->disks[i].name, o->disks[j].name) == 0) {
@@ -565,6 +823,13 @@ int agent_tap_run(const agent_tap_opts_t *o)
         if (wd[i].size == 0 || wd[i].size % WIRE_SECTOR) {
             tm_error("tap: disk %s: %s is %llu bytes; a disk must be a non-zero multiple of 512 bytes",
                      o->disks[i].name, o->disks[i].path, (unsigned long long)wd[i].size);
+            code = 2;
+            goto free_t;
+        }
+        t->copy[i].size = wd[i].size;
+        if ((t->copy[i].fd = open(o->disks[i].path, O_RDONLY | O_CLOEXEC)) < 0) {
+            rc = -errno;
+            tm_error("tap: disk %s: cannot open %s: %s", o->disks[i].name, o->disks[i].path, tm_strerror(rc));
             code = 2;
             goto free_t;
         }
@@ -597,7 +862,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
         .compress = true,
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
-    agent_client_cbs_t cbs = {.acked = tap_on_acked, .stop = tap_on_stop};
+    agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop};
     rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {
@@ -620,7 +885,9 @@ int agent_tap_run(const agent_tap_opts_t *o)
     }
     uv_signal_init(&t->loop, &t->sigint);
     uv_signal_init(&t->loop, &t->sigterm);
-    t->sigint.data = t->sigterm.data = t;
+    uv_timer_init(&t->loop, &t->copy_timer);
+    t->copy_timer_init = true;
+    t->sigint.data = t->sigterm.data = t->copy_timer.data = t;
     uv_signal_start(&t->sigint, on_signal, SIGINT);
     uv_signal_start(&t->sigterm, on_signal, SIGTERM);
 
@@ -649,6 +916,10 @@ close_loop:
         tm_warn("tap: event loop closed with handles open: %s", uv_strerror(rc));
 free_t:
     tap_self = NULL;
+    for (unsigned i = 0; t->copy && i < o->ndisks; i++)
+        if (t->copy[i].fd >= 0)
+            close(t->copy[i].fd);
+    tm_free(t->copy);
     tm_free(wd);
     tm_free(t);
     return code;

@@ -6,6 +6,11 @@
  * write) is answered only after the local fdatasync and the server's ACK of
  * every record appended before it: a client's flush means durable at the
  * appliance. When the stream is full new writes wait; none is dropped.
+ *
+ * A disk the appliance holds no full copy of (its WELCOME says so) is sent
+ * whole first, through the same ordered queue as the clients' writes, while
+ * they go on: its initial copy (all-zero chunks skipped, then a SYNCED
+ * record). tap.c explains why a write and a copy chunk cannot be reordered.
  */
 #ifndef TM_AGENT_TAP_H
 #define TM_AGENT_TAP_H
@@ -28,6 +33,7 @@ typedef struct agent_tap_opts {
     const agent_tap_disk_t *disks;
     unsigned ndisks;
     size_t queue_bytes;           /* the stream's bound; 0 default */
+    uint64_t copy_rate;           /* initial copy: bytes/s read from the disks; 0 unlimited */
 } agent_tap_opts_t;
 
 /* Serve until SIGINT/SIGTERM, then stop taking requests and wait for the

@@ -21,12 +21,14 @@ static void agent_usage(FILE *out)
           "                             [--queue BYTES]\n"
           "       tidemark agent tap    --server ADDR --machine NAME --secret-file F\n"
           "                             --disk NAME=FILE [--disk NAME=FILE ...] --listen ADDR [--queue BYTES]\n"
+          "                             [--copy-rate BYTES]\n"
           "\n"
           "  replay  stream a seeded synthetic workload; SPEC is key=value,... of\n"
           "          disks=N size=BYTES rate=BYTES/s bs=4k:70,64k:30 locality=0..1\n"
           "          compress=0..1 duration=SECONDS|count=N seed=S tags=N\n"
           "  tap     serve each raw image FILE over NBD as export NAME on ADDR and stream\n"
-          "          every write made through it\n"
+          "          every write made through it; a disk the appliance has no copy of yet\n"
+          "          is sent whole first (--copy-rate: at most BYTES/s read for that, K/M/G)\n"
           "  ADDR is HOST:PORT or [IPv6]:PORT; the secret file holds the 64 hex\n"
           "  characters `tidemark machine add NAME` printed.\n",
           out);
@@ -85,7 +87,7 @@ int cli_cmd_agent(int argc, char **argv)
     }
 
     const char *server = NULL, *machine = NULL, *secret_file = NULL, *workload = NULL, *listen = NULL;
-    size_t queue = 0;
+    size_t queue = 0, copy_rate = 0;
     agent_tap_disk_t disks[WIRE_MAX_DISKS];
     unsigned ndisks = 0;
     for (int i = 2; i < argc; i++) {
@@ -103,6 +105,11 @@ int cli_cmd_agent(int argc, char **argv)
         else if ((v = opt_value(argc, argv, &i, "--queue"))) {
             if (parse_queue(v, &queue) != 0) {
                 fprintf(stderr, "tidemark agent: --queue %s: a size in bytes (K/M/G suffixes) above 0\n", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (tap && (v = opt_value(argc, argv, &i, "--copy-rate"))) {
+            if (parse_queue(v, &copy_rate) != 0) {
+                fprintf(stderr, "tidemark agent: --copy-rate %s: bytes per second (K/M/G suffixes) above 0\n", v);
                 return CLI_EXIT_USAGE;
             }
         } else if (tap && (v = opt_value(argc, argv, &i, "--disk"))) {
@@ -171,7 +178,8 @@ int cli_cmd_agent(int argc, char **argv)
         }
     } else {
         agent_tap_opts_t to = {.server = server, .machine = machine, .secret = secret, .listen = listen,
-                               .disks = disks, .ndisks = ndisks, .queue_bytes = queue};
+                               .disks = disks, .ndisks = ndisks, .queue_bytes = queue,
+                               .copy_rate = copy_rate};
         code = agent_tap_run(&to);
     }
     memset(secret, 0, sizeof secret);

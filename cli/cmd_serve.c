@@ -53,8 +53,9 @@ static void cli__serve_usage(FILE *out)
     fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]\n"
           "  --data DIR            data folder (default " CLI_DEFAULT_DATA ", created 0700)\n"
           "  --config FILE         settings file: `key = value` lines, keys data,\n"
-          "                        journal.segment_size, agents, ingest.window and\n"
-          "                        ingest.budget; flags override it\n"
+          "                        journal.segment_size, agents, ingest.window,\n"
+          "                        ingest.budget and ingest.handshake_timeout; flags\n"
+          "                        override it\n"
           "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n"
           "  --agents ADDR         where agents connect, HOST:PORT or [V6]:PORT\n"
           "                        (default " CLI_DEFAULT_AGENTS "; port 0 picks a free port)\n",
@@ -296,6 +297,7 @@ static int cli__serve_loop(cli_serve_t *s)
         .listen = s->cfg->agents,
         .window_bytes = (uint32_t)s->cfg->ingest_window,
         .budget_bytes = s->cfg->ingest_budget,
+        .handshake_ms = s->cfg->ingest_handshake_ms,
     };
     rc = ingest_start(&s->loop, s->jnl, &io, &s->ingest, err, sizeof err);
     if (rc != 0) {
@@ -307,6 +309,19 @@ static int cli__serve_loop(cli_serve_t *s)
     char addr[80];
     ingest_address(s->ingest, addr, sizeof addr);
     printf("tidemark: agents on %s\n", addr);
+    /* What the journal says of each machine: the operator sees at once
+     * which ones are still in their initial copy. */
+    size_t nm = ingest_machine_count(s->ingest);
+    if (nm == 0)
+        printf("  machines:    none streamed yet\n");
+    for (size_t i = 0; i < nm; i++) {
+        ingest_machine_info_t mi;
+        if (ingest_machine_at(s->ingest, i, &mi) != 0)
+            break;
+        printf("  machine:     %s: %s (%u of %u disk%s copied), stream at sequence %" PRIu64 "\n", mi.name,
+               ingest_machine_state_name(mi.state), mi.synced, mi.ndisks, mi.ndisks == 1 ? "" : "s",
+               mi.durable_seq);
+    }
 
     /* Printed only once the handlers are in place, so whoever waits for this
      * line may signal us at once. */

@@ -22,6 +22,7 @@ int cli_config_defaults(cli_config_t *cfg)
     cfg->agents = tm_strdup(CLI_DEFAULT_AGENTS);
     cfg->ingest_window = 0;
     cfg->ingest_budget = 0;
+    cfg->ingest_handshake_ms = 0;
     return cfg->data_dir && cfg->agents ? 0 : -ENOMEM;
 }
 
@@ -108,6 +109,40 @@ out_not_bytes:
 out_too_big:
     cli__fmt_size(max, lim, sizeof lim);
     snprintf(err, errlen, "%s %s is above the maximum of %s", what, s, lim);
+    return TM_EINVAL;
+}
+
+int cli_config_parse_ms(const char *s, const char *what, uint32_t min_ms, uint32_t max_ms, uint32_t *out, char *err,
+                        size_t errlen)
+{
+    uint64_t v = 0;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        goto out_not_duration;
+    for (; isdigit((unsigned char)*p); p++) {
+        v = v * 10 + (unsigned)(*p - '0');
+        if (v > max_ms)
+            goto out_too_big; /* also keeps v far from overflowing */
+    }
+    if (strcmp(p, "s") == 0)
+        v *= 1000;
+    else if (*p != '\0' && strcmp(p, "ms") != 0)
+        goto out_not_duration;
+    if (v < min_ms) {
+        snprintf(err, errlen, "%s %s is below the minimum of %u ms", what, s, min_ms);
+        return TM_EINVAL;
+    }
+    if (v > max_ms)
+        goto out_too_big;
+    *out = (uint32_t)v;
+    return 0;
+
+out_not_duration:
+    snprintf(err, errlen, "'%s' is not a duration (milliseconds, or a number followed by s or ms)", s);
+    return TM_EINVAL;
+out_too_big:
+    snprintf(err, errlen, "%s %s is above the maximum of %u s", what, s, max_ms / 1000);
     return TM_EINVAL;
 }
 
@@ -222,7 +257,12 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
     if (strcmp(key, "ingest.budget") == 0)
         return cli_config_parse_bytes(value, "ingest.budget", CLI_MIN_BUDGET, CLI_MAX_BUDGET, &cfg->ingest_budget,
                                       err, errlen);
-    snprintf(err, errlen, "unknown key '%s' (known: data, journal.segment_size, agents, ingest.window, ingest.budget)",
+    if (strcmp(key, "ingest.handshake_timeout") == 0)
+        return cli_config_parse_ms(value, "ingest.handshake_timeout", CLI_MIN_HANDSHAKE_MS, CLI_MAX_HANDSHAKE_MS,
+                                   &cfg->ingest_handshake_ms, err, errlen);
+    snprintf(err, errlen,
+             "unknown key '%s' (known: data, journal.segment_size, agents, ingest.window, ingest.budget, "
+             "ingest.handshake_timeout)",
              key);
     return TM_EINVAL;
 }

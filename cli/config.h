@@ -15,7 +15,14 @@
  *                         (default 16M, at least 1M, at most 1G)
  *   ingest.budget         bytes queued in the journal, all agents together,
  *                         above which the server stops reading (default 256M,
- *                         at least 16M)
+ *                         at least 1M; under 16M every agent is throttled to
+ *                         about one batch in flight: small values are for
+ *                         tests)
+ *   ingest.handshake_timeout
+ *                         how long a new connection has to finish HELLO and
+ *                         AUTH before it gets ERROR(protocol) and is closed:
+ *                         milliseconds, or a number with s or ms (default
+ *                         30s, at least 100ms, at most 3600s)
  * An unknown key or a bad value is an error that names file:line.
  *
  * Keys for the later stages (api, nbd listeners) come with those stages;
@@ -40,8 +47,11 @@
 /* Bounds on ingest.window (a u32 on the wire) and ingest.budget. */
 #define CLI_MIN_WINDOW (1ull << 20)
 #define CLI_MAX_WINDOW (1ull << 30)
-#define CLI_MIN_BUDGET (16ull << 20)
+#define CLI_MIN_BUDGET (1ull << 20)
 #define CLI_MAX_BUDGET (1ull << 40)
+/* Bounds on ingest.handshake_timeout, in ms. */
+#define CLI_MIN_HANDSHAKE_MS 100u
+#define CLI_MAX_HANDSHAKE_MS 3600000u
 
 typedef struct cli_config {
     char *data_dir;        /* owned, tm_malloc'ed */
@@ -49,6 +59,7 @@ typedef struct cli_config {
     char *agents;          /* owned: the ingest listen address */
     uint64_t ingest_window; /* 0 = ingest's default */
     uint64_t ingest_budget; /* 0 = ingest's default */
+    uint32_t ingest_handshake_ms; /* 0 = ingest's default */
 } cli_config_t;
 
 /* Fill in the embedded defaults. 0 or -ENOMEM. */
@@ -76,6 +87,11 @@ int cli_config_set_agents(cli_config_t *cfg, const char *addr);
  * [min, max]; what names the setting in messages. 0 or TM_EINVAL. */
 int cli_config_parse_bytes(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, char *err,
                            size_t errlen);
+
+/* Parse a duration: milliseconds, or a number followed by s or ms; check
+ * it against [min_ms, max_ms]; what names the setting. 0 or TM_EINVAL. */
+int cli_config_parse_ms(const char *s, const char *what, uint32_t min_ms, uint32_t max_ms, uint32_t *out, char *err,
+                        size_t errlen);
 
 void cli_config_free(cli_config_t *cfg);
 

@@ -1,15 +1,18 @@
 /*
  * `tidemark`: one binary, one subcommand per job. This file only dispatches;
  * each subcommand lives in its own cmd_*.c. Exit status: 0 done, 1 a runtime
- * failure, 2 a usage or config error.
+ * failure, 2 a usage or config error. The environment variable TIDEMARK_LOG
+ * (debug, info, warn, error) sets the lowest level logged; default info.
  *
  * The other commands of the design (status, points, failover, export,
  * materialize, agent, machine, ...) come with the stages that implement them.
  */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cli/cmd.h"
 
 #ifndef TM_VERSION
@@ -37,11 +40,29 @@ void cli_usage(FILE *out)
           out);
 }
 
+/* TIDEMARK_LOG=debug|info|warn|error; anything else is said once and ignored. */
+static void cli__log_level_from_env(void)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    static const tm_log_level_t levels[] = {TM_LOG_DEBUG, TM_LOG_INFO, TM_LOG_WARN, TM_LOG_ERROR};
+    const char *v = getenv("TIDEMARK_LOG");
+    if (!v || !*v)
+        return;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            tm_log_set_level(levels[i]);
+            return;
+        }
+    }
+    fprintf(stderr, "tidemark: TIDEMARK_LOG=%s is not one of debug, info, warn, error; ignored\n", v);
+}
+
 int main(int argc, char **argv)
 {
     /* A peer that hangs up while a reply is being written must cost that
      * connection (EPIPE), never the process. */
     signal(SIGPIPE, SIG_IGN);
+    cli__log_level_from_env();
     if (argc < 2) {
         cli_usage(stderr);
         return CLI_EXIT_USAGE;

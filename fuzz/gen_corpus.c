@@ -260,9 +260,10 @@ static int gen_wire(const char *dir)
         {.kind = WIRE_R_WRITE, .disk = 0, .length = 512, .offset = 0, .data = data + 2048},
         {.kind = WIRE_R_ZERO, .disk = 1, .length = 4096, .offset = 8192},
         {.kind = WIRE_R_FLUSH},
+        {.kind = WIRE_R_SYNCED, .disk = 1},
     };
     rc = -ENOMEM;
-    if (wire_enc_records(&b, 200, m, 6, true) != 0 || (rc = wire_seed(dir, "records-mixed", 0x05, &b)) != 0)
+    if (wire_enc_records(&b, 200, m, 7, true) != 0 || (rc = wire_seed(dir, "records-mixed", 0x05, &b)) != 0)
         goto out;
 
     wire_challenge_t c = {.server_id = "appliance-1"};
@@ -271,7 +272,8 @@ static int gen_wire(const char *dir)
     rc = -ENOMEM;
     if (wire_enc_challenge(&b, &c) != 0 || (rc = wire_seed(dir, "challenge", 0x02, &b)) != 0)
         goto out;
-    wire_welcome_t w = {.next_seq = 1, .window_bytes = 64u << 20, .max_batch_data = WIRE_MAX_BATCH_DATA};
+    wire_welcome_t w = {.next_seq = 1, .window_bytes = 64u << 20, .max_batch_data = WIRE_MAX_BATCH_DATA,
+                        .ndisks = 2, .disk_state = {WIRE_DISK_SYNCED, WIRE_DISK_NEW}};
     rc = -ENOMEM;
     if (wire_enc_welcome(&b, &w) != 0 || (rc = wire_seed(dir, "welcome", 0, &b)) != 0)
         goto out;

@@ -21,10 +21,13 @@
 #define INGEST_DEFAULT_WINDOW (16u << 20)  /* raw bytes unacknowledged per connection */
 #define INGEST_DEFAULT_BUDGET (256u << 20) /* bytes queued in the journal, all agents */
 #define INGEST_MIN_WINDOW (1u << 20)
-#define INGEST_MIN_BUDGET (16u << 20)
+/* Budgets under a few windows throttle every agent to about one batch in
+ * flight; they are allowed so tests can make the server pause. */
+#define INGEST_MIN_BUDGET (1u << 20)
 /* Frames decoded per connection per wakeup before others get their turn. */
 #define INGEST_FRAMES_PER_TURN 16u
-/* A connection that has not finished its handshake by then is closed. */
+/* A connection that has not finished its handshake by then is closed
+ * (the default of ingest_options_t.handshake_ms). */
 #define INGEST_HANDSHAKE_MS 30000u
 /* After an ERROR, how long the server waits for the agent to close. */
 #define INGEST_LINGER_MS 5000u
@@ -37,6 +40,7 @@ typedef struct ingest_options {
     uint32_t window_bytes; /* 0 = INGEST_DEFAULT_WINDOW */
     uint64_t budget_bytes; /* 0 = INGEST_DEFAULT_BUDGET */
     const char *server_id; /* sent in CHALLENGE; NULL = "tidemark" */
+    uint32_t handshake_ms; /* 0 = INGEST_HANDSHAKE_MS */
 } ingest_options_t;
 
 /*
@@ -50,6 +54,41 @@ int ingest_start(uv_loop_t *loop, jnl_t *jnl, const ingest_options_t *opts, inge
 
 /* The address actually listened on ("127.0.0.1:40123"), for port 0. */
 void ingest_address(const ingest_t *ig, char *buf, size_t len);
+
+/*
+ * A machine's replication state, for the operator (the start report, the
+ * API and status later). A machine is in INITIAL_COPY from its first session
+ * until every one of its disks has a durable SYNCED record (its agent sent
+ * the disk whole), then PROTECTED: from then on the journal holds every
+ * change since a full copy. NEW: known only from batches whose disks record
+ * is no longer in the journal (not expected in practice).
+ */
+typedef enum {
+    INGEST_MACHINE_NEW = 0,
+    INGEST_MACHINE_INITIAL_COPY = 1,
+    INGEST_MACHINE_PROTECTED = 2,
+} ingest_machine_state_t;
+
+typedef struct ingest_machine_info {
+    char name[64];
+    ingest_machine_state_t state;
+    unsigned ndisks;      /* 0 while NEW */
+    unsigned synced;      /* disks whose initial copy is durable */
+    uint64_t durable_seq; /* the last stream sequence held durably */
+    int connected;        /* an agent is streaming now (1) or not (0) */
+} ingest_machine_info_t;
+
+/* "new", "initial-copy" or "protected". */
+const char *ingest_machine_state_name(ingest_machine_state_t s);
+
+/* The machines ingest knows (from the journal and from sessions since
+ * start), in the order first seen: i from 0 to ingest_machine_count() - 1.
+ * ingest_machine_at: 0, or TM_ENOTFOUND when i is out of range. */
+size_t ingest_machine_count(const ingest_t *ig);
+int ingest_machine_at(const ingest_t *ig, size_t i, ingest_machine_info_t *out);
+
+/* One machine by name: 0, or TM_ENOTFOUND when ingest does not know it. */
+int ingest_machine_state(const ingest_t *ig, const char *name, ingest_machine_info_t *out);
 
 typedef void (*ingest_stopped_cb)(void *arg);
 

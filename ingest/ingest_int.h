@@ -22,6 +22,11 @@
 #define IG_BODY_POOL 8u
 /* An agent that leaves this much of our output unread is dropped. */
 #define IG_MAX_WRITE_QUEUE (1u << 20)
+/* TCP keepalive on agents' connections: a dead peer is noticed after about
+ * IDLE + INTVL x PROBES seconds (2 minutes) when nothing was in flight. */
+#define IG_KEEPALIVE_IDLE_S 60
+#define IG_KEEPALIVE_INTVL_S 10
+#define IG_KEEPALIVE_PROBES 6
 
 typedef struct ig_conn ig_conn_t;
 
@@ -33,6 +38,7 @@ typedef struct ig_machine {
     uint16_t ndisks;
     uint64_t durable_seq;   /* every stream record <= this is durable */
     uint64_t next_seq;      /* the sequence the live session must send next */
+    uint64_t synced;        /* bit d: disk d's initial copy is durable (a SYNCED record) */
     unsigned inflight;      /* journal appends not completed */
     ig_conn_t *conn;        /* the session that owns the stream, if any */
     bool ack_due;           /* durable_seq moved: send an ACK this turn */
@@ -48,6 +54,7 @@ typedef struct ig_append {
     uint64_t last_seq;     /* 0 for a disks record */
     uint32_t raw_len;      /* for the session's window */
     uint32_t bytes;        /* payload size, for the global budget */
+    uint64_t synced;       /* bit d: the batch holds a SYNCED record for disk d */
     int status;
     struct ig_append *next;
 } ig_append_t;
@@ -94,6 +101,7 @@ struct ingest {
     char addr[80];
     uint32_t window;
     uint64_t budget;
+    uint32_t handshake_ms;
     uv_tcp_t listener;
     uv_async_t async;
     uv_idle_t idle;
@@ -134,6 +142,10 @@ ig_machine_t *ig_machine_find(ingest_t *ig, const char *name);
 ig_machine_t *ig_machine_get(ingest_t *ig, const char *name); /* creates; NULL on OOM */
 int ig_machine_set_disks(ig_machine_t *m, const wire_disk_t *disks, uint16_t n);
 int ig_rebuild(ingest_t *ig, char *err, size_t errlen);
+uint64_t ig_machine_all_disks(const ig_machine_t *m); /* the synced mask of a fully copied machine */
+/* SYNCED records of a batch became durable: record them, and log the disks
+ * and the machine that finished their initial copy (once each). */
+void ig_machine_synced(ig_machine_t *m, uint64_t mask);
 void ig_machines_free(ingest_t *ig);
 
 /* session.c */

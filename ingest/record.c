@@ -62,6 +62,24 @@ int ingest_rec_batch_parse(const uint8_t *p, size_t len, ingest_batch_rec_t *out
     return 0;
 }
 
+int ingest_rec_batch_synced(const ingest_batch_rec_t *b, uint64_t *mask)
+{
+    *mask = 0;
+    if ((uint64_t)b->count * WIRE_ENTRY_LEN > b->body_len - WIRE_RECORDS_HDR_LEN)
+        return TM_ECORRUPT;
+    for (unsigned i = 0; i < b->count; i++) {
+        /* entry: u8 kind at 0, u16 disk at 4 (wire/msg.h) */
+        const uint8_t *e = b->body + WIRE_RECORDS_HDR_LEN + (size_t)i * WIRE_ENTRY_LEN;
+        if (e[0] != WIRE_R_SYNCED)
+            continue;
+        uint16_t disk = tm_get16(e + 4);
+        if (disk >= WIRE_MAX_DISKS)
+            return TM_ECORRUPT;
+        *mask |= UINT64_C(1) << disk;
+    }
+    return 0;
+}
+
 size_t ingest_rec_disks_encode(uint8_t *out, const char *machine, const wire_disk_t *disks, uint16_t ndisks)
 {
     size_t o = 0;

@@ -61,6 +61,12 @@ typedef struct ingest_batch_rec {
  * itself is not decoded: use wire_dec_records on out->body for the entries. */
 int ingest_rec_batch_parse(const uint8_t *p, size_t len, ingest_batch_rec_t *out);
 
+/* The disks that the batch's SYNCED records name: bit d of *mask for disk d.
+ * Reads only the entries (no decompression, no hashes: the body was checked
+ * before it was journaled). 0, or TM_ECORRUPT when the entries run past the
+ * body or a SYNCED names a disk past WIRE_MAX_DISKS. */
+int ingest_rec_batch_synced(const ingest_batch_rec_t *b, uint64_t *mask);
+
 /* Write a disks record into out (INGEST_DISKS_MAX bytes); returns its length. */
 size_t ingest_rec_disks_encode(uint8_t *out, const char *machine, const wire_disk_t *disks, uint16_t ndisks);
 

@@ -42,7 +42,7 @@ static void ig__jnl_cb(jnl_append_req_t *req, int status)
 }
 
 static int ig__append(ig_conn_t *c, uint8_t type, const jnl_buf_t *bufs, unsigned nbufs, uint64_t last_seq,
-                      uint32_t raw_len)
+                      uint32_t raw_len, uint64_t synced)
 {
     ingest_t *ig = c->ig;
     ig_append_t *a = tm_calloc(1, sizeof *a);
@@ -57,6 +57,7 @@ static int ig__append(ig_conn_t *c, uint8_t type, const jnl_buf_t *bufs, unsigne
     a->last_seq = last_seq;
     a->raw_len = raw_len;
     a->bytes = bytes;
+    a->synced = synced;
     int rc = jnl_append(ig->jnl, &a->req, type, bufs, nbufs, 0, ig__jnl_cb);
     if (rc) {
         tm_free(a);
@@ -84,6 +85,10 @@ void ig_conn_append_done(ig_append_t *a)
         }
         if (live)
             live->unacked_raw -= a->raw_len < live->unacked_raw ? a->raw_len : live->unacked_raw;
+        /* A disk counts as copied only once its SYNCED record is durable,
+         * like an ACK: the WELCOME and the operator never see more. */
+        if (a->synced)
+            ig_machine_synced(m, a->synced);
         return;
     }
     tm_error("ingest: machine %s: the journal could not keep %s (LSN %" PRIu64 "): %s", m->name,
@@ -110,7 +115,11 @@ static void ig__welcome(ig_conn_t *c)
         .next_seq = m->next_seq,
         .window_bytes = ig->window,
         .max_batch_data = ig->window < WIRE_MAX_BATCH_DATA ? ig->window : WIRE_MAX_BATCH_DATA,
+        .ndisks = m->ndisks,
     };
+    /* Every append settled before WELCOME, so these are the durable flags. */
+    for (unsigned d = 0; d < m->ndisks; d++)
+        w.disk_state[d] = (m->synced >> d) & 1 ? WIRE_DISK_SYNCED : WIRE_DISK_NEW;
     if (wire_enc_welcome(&b, &w) != 0 || ig_conn_send(c, &b) != 0) {
         wire_buf_free(&b);
         ig_conn_fail(c, WIRE_E_INTERNAL, "cannot send WELCOME");
@@ -250,13 +259,17 @@ static void ig__on_auth(ig_conn_t *c)
         ig_conn_fail(c, WIRE_E_INTERNAL, "out of memory");
         return;
     }
-    if (m->conn) {
-        ig_conn_fail(c, WIRE_E_BUSY, "machine %s already has a connection (from %s)", m->name, m->conn->peer);
-        return;
-    }
     if (m->disks && ig__disks_differ(m, c->hello, reason, sizeof reason)) {
         ig_conn_fail(c, WIRE_E_DISKS, "%s", reason);
         return;
+    }
+    if (m->conn) {
+        /* Only the machine's secret opens a session, so the old one is most
+         * likely this same agent's connection that died without a FIN (a
+         * reboot, a dropped NAT entry): keepalive would hold the machine
+         * for minutes. The new one takes over; it is welcomed once the old
+         * one's appends completed, like any session. */
+        ig_conn_fail(m->conn, WIRE_E_BUSY, "replaced by a new session from %s", c->peer);
     }
     c->m = m;
     m->conn = c;
@@ -265,7 +278,7 @@ static void ig__on_auth(ig_conn_t *c)
         rc = rec ? ig_machine_set_disks(m, c->hello->disks, c->hello->ndisks) : -ENOMEM;
         if (rc == 0) {
             jnl_buf_t buf = {rec, ingest_rec_disks_encode(rec, m->name, m->disks, m->ndisks)};
-            rc = ig__append(c, INGEST_REC_DISKS, &buf, 1, 0, 0);
+            rc = ig__append(c, INGEST_REC_DISKS, &buf, 1, 0, 0, 0);
             if (rc)
                 ig_machine_set_disks(m, NULL, 0);
         }
@@ -310,8 +323,18 @@ static void ig__on_records(ig_conn_t *c)
                      r->first_seq, m->next_seq);
         return;
     }
+    uint64_t synced = 0;
     for (unsigned i = 0; i < r->count; i++) {
         const wire_entry_t *e = &r->entries[i];
+        if (e->kind == WIRE_R_SYNCED) {
+            if (e->disk >= m->ndisks) {
+                ig_conn_fail(c, WIRE_E_RANGE, "record %u (sequence %" PRIu64 "): synced for disk %u, but the machine has %u",
+                             i, r->first_seq + i, e->disk, m->ndisks);
+                return;
+            }
+            synced |= UINT64_C(1) << e->disk;
+            continue;
+        }
         if (e->kind != WIRE_R_WRITE && e->kind != WIRE_R_ZERO && e->kind != WIRE_R_TRIM)
             continue;
         if (e->disk >= m->ndisks) {
@@ -341,9 +364,15 @@ static void ig__on_records(ig_conn_t *c)
         {c->dec.body, c->dec.hdr.body_len},
     };
     uint64_t last = r->first_seq + r->count - 1;
-    rc = ig__append(c, INGEST_REC_BATCH, bufs, 2, last, r->raw_len);
+    rc = ig__append(c, INGEST_REC_BATCH, bufs, 2, last, r->raw_len, synced);
     if (rc) {
-        ig_conn_fail(c, WIRE_E_INTERNAL, "the journal refused the batch: %s", tm_strerror(rc));
+        /* TM_EFAILED alone does not say what is wrong: name the failure
+         * the journal is still in (it may have recovered meanwhile). */
+        jnl_stats_t st = {0};
+        if (rc == TM_EFAILED)
+            jnl_get_stats(ig->jnl, &st);
+        ig_conn_fail(c, WIRE_E_INTERNAL, "the journal refused the batch: %s%s%s%s", tm_strerror(rc),
+                     st.error ? " (" : "", st.error ? tm_strerror(st.error) : "", st.error ? ")" : "");
         return;
     }
     m->next_seq = last + 1;

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -55,6 +56,87 @@ int ig_machine_set_disks(ig_machine_t *m, const wire_disk_t *disks, uint16_t n)
     return 0;
 }
 
+uint64_t ig_machine_all_disks(const ig_machine_t *m)
+{
+    if (m->ndisks == 0)
+        return 0;
+    return m->ndisks >= 64 ? UINT64_MAX : (UINT64_C(1) << m->ndisks) - 1;
+}
+
+static unsigned ig__popcount(uint64_t x)
+{
+    unsigned n = 0;
+    for (; x; x &= x - 1)
+        n++;
+    return n;
+}
+
+void ig_machine_synced(ig_machine_t *m, uint64_t mask)
+{
+    uint64_t all = ig_machine_all_disks(m);
+    uint64_t fresh = mask & all & ~m->synced;
+    if (!fresh)
+        return;
+    for (unsigned d = 0; d < m->ndisks; d++) {
+        if (!(fresh & (UINT64_C(1) << d)))
+            continue;
+        m->synced |= UINT64_C(1) << d;
+        tm_info("ingest: machine %s: initial copy of disk %s complete (%u of %u disk%s)", m->name, m->disks[d].name,
+                ig__popcount(m->synced & all), m->ndisks, m->ndisks == 1 ? "" : "s");
+    }
+    /* fresh was not empty, so the machine was not protected before */
+    if ((m->synced & all) == all)
+        tm_info("ingest: machine %s is protected: initial copy of %u disk(s) complete", m->name, m->ndisks);
+}
+
+static void ig__info(const ig_machine_t *m, ingest_machine_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", m->name);
+    uint64_t all = ig_machine_all_disks(m);
+    out->ndisks = m->ndisks;
+    out->synced = ig__popcount(m->synced & all);
+    out->state = m->ndisks == 0                ? INGEST_MACHINE_NEW
+                 : (m->synced & all) == all ? INGEST_MACHINE_PROTECTED
+                                              : INGEST_MACHINE_INITIAL_COPY;
+    out->durable_seq = m->durable_seq;
+    out->connected = m->conn != NULL;
+}
+
+const char *ingest_machine_state_name(ingest_machine_state_t s)
+{
+    switch (s) {
+    case INGEST_MACHINE_NEW: return "new";
+    case INGEST_MACHINE_INITIAL_COPY: return "initial-copy";
+    case INGEST_MACHINE_PROTECTED: return "protected";
+    }
+    return "unknown";
+}
+
+size_t ingest_machine_count(const ingest_t *ig)
+{
+    return ig->nmachines;
+}
+
+int ingest_machine_at(const ingest_t *ig, size_t i, ingest_machine_info_t *out)
+{
+    if (i >= ig->nmachines)
+        return TM_ENOTFOUND;
+    ig__info(ig->machines[i], out);
+    return 0;
+}
+
+int ingest_machine_state(const ingest_t *ig, const char *name, ingest_machine_info_t *out)
+{
+    for (size_t i = 0; i < ig->nmachines; i++) {
+        if (strcmp(ig->machines[i]->name, name) == 0) {
+            ig__info(ig->machines[i], out);
+            return 0;
+        }
+    }
+    return TM_ENOTFOUND;
+}
+
 void ig_machines_free(ingest_t *ig)
 {
     for (size_t i = 0; i < ig->nmachines; i++) {
@@ -90,6 +172,13 @@ static int ig__rebuild_one(ingest_t *ig, const jnl_record_t *rec, wire_disk_t *d
                     rec->lsn, b.machine, b.first_seq, m->durable_seq);
         if (last > m->durable_seq)
             m->durable_seq = last;
+        /* The machine's synced flags are these records: a disk whose SYNCED
+         * record is in the journal needs no copy again. */
+        uint64_t mask;
+        rc = ingest_rec_batch_synced(&b, &mask);
+        if (rc)
+            goto out_bad;
+        m->synced |= mask;
         return 0;
     }
     if (rec->type == INGEST_REC_DISKS) {
@@ -147,8 +236,12 @@ int ig_rebuild(ingest_t *ig, char *err, size_t errlen)
     if (rc == 0)
         tm_info("ingest: %zu machine%s known from %" PRIu64 " journal record%s", ig->nmachines,
                 ig->nmachines == 1 ? "" : "s", records, records == 1 ? "" : "s");
-    for (size_t i = 0; i < ig->nmachines; i++)
-        ig->machines[i]->next_seq = ig->machines[i]->durable_seq + 1;
+    for (size_t i = 0; i < ig->nmachines; i++) {
+        ig_machine_t *m = ig->machines[i];
+        m->next_seq = m->durable_seq + 1;
+        /* SYNCED names disk indexes; only the machine's own disks count. */
+        m->synced &= ig_machine_all_disks(m);
+    }
     tm_free(disks);
 out_close:
     jnl_reader_close(r);

@@ -126,10 +126,14 @@ int wire_dec_auth(const uint8_t *body, size_t len, uint8_t mac[WIRE_MAC_LEN], ch
 
 int wire_enc_welcome(wire_buf_t *b, const wire_welcome_t *m)
 {
+    if (m->ndisks > WIRE_MAX_DISKS)
+        return -1;
     size_t f = wire_frame_begin(b, WIRE_T_WELCOME);
     wire_put_u64(b, m->next_seq);
     wire_put_u32(b, m->window_bytes);
     wire_put_u32(b, m->max_batch_data);
+    wire_put_u16(b, m->ndisks);
+    wire_put_bytes(b, m->disk_state, m->ndisks);
     return wire_frame_end(b, f);
 }
 
@@ -137,13 +141,25 @@ int wire_dec_welcome(const uint8_t *body, size_t len, wire_welcome_t *m, char *r
 {
     wire_rd_t r;
     wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
     m->next_seq = wire_get_u64(&r);
     m->window_bytes = wire_get_u32(&r);
     m->max_batch_data = wire_get_u32(&r);
+    m->ndisks = wire_get_u16(&r);
+    if (!r.bad && (m->ndisks == 0 || m->ndisks > WIRE_MAX_DISKS))
+        return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "welcome names %u disks; 1 to %u are allowed", m->ndisks,
+                          WIRE_MAX_DISKS);
+    const uint8_t *st = wire_get_bytes(&r, m->ndisks);
+    if (st)
+        memcpy(m->disk_state, st, m->ndisks);
     int rc = wire__finish(&r, "welcome", reason, rlen);
     if (rc == 0 && (m->next_seq == 0 || m->window_bytes == 0 || m->max_batch_data == 0 ||
                     m->max_batch_data > WIRE_MAX_BATCH_DATA))
         return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "welcome has impossible values");
+    for (unsigned i = 0; rc == 0 && i < m->ndisks; i++)
+        if (m->disk_state[i] > WIRE_DISK_SYNCED)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "welcome: disk %u has state %u, which is not defined", i,
+                              m->disk_state[i]);
     return rc;
 }
 
@@ -339,6 +355,13 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
     case WIRE_R_FLUSH:
         if (e->length || e->stored || e->codec || e->disk || e->offset || e->hash || e->id || e->tag_kind)
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: flush fields must be zero", i);
+        return 0;
+    case WIRE_R_SYNCED:
+        if (e->disk >= WIRE_MAX_DISKS)
+            return wire__fail(WIRE_E_RANGE, reason, rlen, "record %u: synced names disk %u", i, e->disk);
+        if (e->length || e->stored || e->codec || e->offset || e->hash || e->id || e->tag_kind)
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: synced fields other than disk must be zero",
+                              i);
         return 0;
     }
     return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: kind %u is not defined", i, e->kind);

@@ -11,7 +11,10 @@
  *   CHALLENGE  u8[32] nonce, str server_id
  *   AUTH       u8[32] HMAC-SHA256(secret, "tidemark-auth-v1" | nonce | machine)
  *   WELCOME    u64 next_seq (the first stream sequence the server wants),
- *              u32 window_bytes, u32 max_batch_data
+ *              u32 window_bytes, u32 max_batch_data, u16 ndisks (1..64, the
+ *              machine's disks), ndisks x u8 state (WIRE_DISK_*: 0 the
+ *              appliance holds no full copy of the disk yet, send it whole;
+ *              1 protected, send changes only)
  *   RECORDS    u64 first_seq, u16 count, u16 reserved (0), u32 raw_len, u32 stored_len,
  *              count x entry (40 bytes), stored_len data bytes
  *     entry:   u8 kind, u8 tag_kind, u8 codec, u8 reserved, u16 disk, u16 reserved,
@@ -21,7 +24,8 @@
  *              hash = XXH3-64 of the raw bytes; each write compressed on its own so
  *              that one write can later be read back without its neighbours.
  *              zero, trim: a range, no data; tag: length = stored = name bytes in the
- *              data, id = the tag's id; flush: nothing. Record i has stream
+ *              data, id = the tag's id; flush: nothing; synced: disk d's initial
+ *              copy is complete (disk set, every other field 0). Record i has stream
  *              sequence first_seq + i. raw_len and stored_len are the sums.
  *   ACK        u64 durable_seq (every record up to it is durable)
  *   TAG_REQUEST u8 tag_kind, u64 id, str name
@@ -51,13 +55,28 @@ typedef struct wire_challenge {
     char server_id[WIRE_MAX_TEXT + 1];
 } wire_challenge_t;
 
+/* A disk's state in the WELCOME. */
+#define WIRE_DISK_NEW 0u    /* no full copy at the appliance: the agent sends it whole, then SYNCED */
+#define WIRE_DISK_SYNCED 1u /* the appliance holds a full copy: changes only */
+
 typedef struct wire_welcome {
     uint64_t next_seq;
     uint32_t window_bytes;
     uint32_t max_batch_data;
+    uint16_t ndisks;                         /* 1..WIRE_MAX_DISKS */
+    uint8_t disk_state[WIRE_MAX_DISKS];      /* WIRE_DISK_* per disk index */
 } wire_welcome_t;
 
-typedef enum { WIRE_R_WRITE = 1, WIRE_R_ZERO = 2, WIRE_R_TRIM = 3, WIRE_R_TAG = 4, WIRE_R_FLUSH = 5 } wire_rkind_t;
+/* WIRE_R_SYNCED: the records of disk `disk` before it in the stream, applied
+ * to a zero disk, give a full copy of it (its initial copy is complete). */
+typedef enum {
+    WIRE_R_WRITE = 1,
+    WIRE_R_ZERO = 2,
+    WIRE_R_TRIM = 3,
+    WIRE_R_TAG = 4,
+    WIRE_R_FLUSH = 5,
+    WIRE_R_SYNCED = 6,
+} wire_rkind_t;
 typedef enum { WIRE_TAG_CRASH = 1, WIRE_TAG_APP = 2, WIRE_TAG_GROUP = 3 } wire_tag_kind_t;
 
 #define WIRE_ENTRY_LEN 40u

@@ -40,7 +40,7 @@ uint32_t wire_body_limit(uint16_t type)
     case WIRE_T_AUTH: return WIRE_MAC_LEN;
     case WIRE_T_RECORDS: return WIRE_MAX_BODY;
     case WIRE_T_CHALLENGE: return WIRE_NONCE_LEN + 256;
-    case WIRE_T_WELCOME: return 64;
+    case WIRE_T_WELCOME: return 8 + 4 + 4 + 2 + WIRE_MAX_DISKS;
     case WIRE_T_ACK: return 8;
     case WIRE_T_TAG_REQUEST: return 16 + 256;
     case WIRE_T_STOP: return 256;

@@ -56,8 +56,8 @@ typedef struct at_write {
     uint8_t fill; /* every byte of a write */
 } at_write_t;
 
-/* The journal holds exactly these writes/zeroes/trims (flushes may be
- * anywhere), in order, on disk 0 of machine. */
+/* The journal holds exactly these writes/zeroes/trims (flushes and SYNCED
+ * records may be anywhere), in order, on disk 0 of machine. */
 void at_check_tap_journal(const char *data, const char *machine, const at_write_t *want, unsigned n);
 
 #endif

@@ -191,6 +191,9 @@ Test(agent_e2e, tap_streams_qemu_io_writes_and_flush_means_durable)
     cr_assert(at_wait(&tap, false, "tap: listening on 127.0.0.1:", WAIT_MS), "%s", tap.err);
     const char *p = strstr(tap.out, "127.0.0.1:") + strlen("127.0.0.1:");
     snprintf(url, sizeof url, "nbd://127.0.0.1:%d/d0", atoi(p));
+    /* The empty image's initial copy (nothing but its SYNCED) first, so the
+     * journal holds exactly the client's writes after it. */
+    cr_assert(at_wait(&tap, true, "initial copy complete and durable", WAIT_MS), "%s", tap.err);
     at_spawn(&q, (const char *[]){"qemu-io", "-f", "raw", url, "-c", "write -P 0xab 0 64k", "-c",
                                   "write -P 0xcd 1M 128k", "-c", "write -z 2M 64k", "-c", "write -P 0x11 4096 4k",
                                   "-c", "flush", NULL});

@@ -262,3 +262,30 @@ Test(stream, bounded_size_with_room_signal)
     wire_buf_free(&b);
     agent_stream_free(&s);
 }
+
+Test(stream, synced_records_carry_a_disk_and_nothing_else)
+{
+    agent_stream_t s;
+    cr_assert_eq(agent_stream_init(&s, 1, 0), 0);
+    uint64_t seq = 0;
+    cr_assert_eq(agent_stream_synced(&s, 3, false, &seq), 0);
+    cr_assert_eq(seq, 1);
+    cr_assert_eq(agent_stream_synced(&s, WIRE_MAX_DISKS, false, NULL), TM_EINVAL);
+    /* stray fields are cleared: the server refuses a SYNCED that has any */
+    wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = 1, .offset = 512, .length = 512, .id = 9, .tag_kind = 1};
+    cr_assert_eq(agent_stream_append(&s, &e, false, NULL), 0);
+    cr_assert_eq(s.held_bytes, 2 * agent_stream_cost(0), "no data held");
+    wire_buf_t b = {0};
+    cr_assert_eq(agent_stream_next_batch(&s, &b, WIRE_MAX_BATCH_DATA, 1u << 20, false), 2);
+    wire_records_t *r = tm_malloc(sizeof *r);
+    char reason[160] = "";
+    cr_assert_eq(wire_dec_records(b.data + WIRE_HDR_LEN, b.len - WIRE_HDR_LEN, r, NULL, reason, sizeof reason), 0,
+                 "%s", reason);
+    cr_assert_eq(r->entries[0].kind, WIRE_R_SYNCED);
+    cr_assert_eq(r->entries[0].disk, 3);
+    cr_assert_eq(r->entries[1].disk, 1);
+    cr_assert_eq(r->raw_len, 0);
+    tm_free(r);
+    wire_buf_free(&b);
+    agent_stream_free(&s);
+}

@@ -351,19 +351,34 @@ static void check_welcome(const uint8_t *body, size_t len, void *arg)
     cr_assert_eq(got.next_seq, want->next_seq);
     cr_assert_eq(got.window_bytes, want->window_bytes);
     cr_assert_eq(got.max_batch_data, want->max_batch_data);
+    cr_assert_eq(got.ndisks, want->ndisks);
+    cr_assert_eq(memcmp(got.disk_state, want->disk_state, want->ndisks), 0);
 }
 
 Test(welcome, roundtrip)
 {
-    wire_welcome_t w = {.next_seq = 0x1122334455667788ull, .window_bytes = 64u << 20, .max_batch_data = 1u << 20};
+    wire_welcome_t w = {.next_seq = 0x1122334455667788ull, .window_bytes = 64u << 20, .max_batch_data = 1u << 20,
+                        .ndisks = 3, .disk_state = {WIRE_DISK_SYNCED, WIRE_DISK_NEW, WIRE_DISK_SYNCED}};
     wire_buf_t b = {0};
     cr_assert_eq(wire_enc_welcome(&b, &w), 0);
-    cr_assert_eq(wt_body_len(&b), 16);
+    cr_assert_eq(wt_body_len(&b), 16 + 2 + 3);
+    /* the layout of the document: u16 ndisks, then one state byte per disk */
+    cr_assert_eq(tm_get16(wt_body(&b) + 16), 3);
+    cr_assert_eq(wt_body(&b)[18], 1);
+    cr_assert_eq(wt_body(&b)[19], 0);
+    cr_assert_eq(wt_body(&b)[20], 1);
     wt_roundtrip(&b, WIRE_T_WELCOME, check_welcome, &w);
     wire_buf_reset(&b);
-    w = (wire_welcome_t){.next_seq = 1, .window_bytes = UINT32_MAX, .max_batch_data = WIRE_MAX_BATCH_DATA};
+    w = (wire_welcome_t){.next_seq = 1, .window_bytes = UINT32_MAX, .max_batch_data = WIRE_MAX_BATCH_DATA,
+                         .ndisks = WIRE_MAX_DISKS};
+    memset(w.disk_state, WIRE_DISK_SYNCED, sizeof w.disk_state);
     cr_assert_eq(wire_enc_welcome(&b, &w), 0);
+    cr_assert_eq(wt_body_len(&b), wire_body_limit(WIRE_T_WELCOME), "the largest WELCOME is the limit");
     wt_roundtrip(&b, WIRE_T_WELCOME, check_welcome, &w);
+    wire_buf_free(&b);
+    /* 65 disks cannot be encoded */
+    w.ndisks = WIRE_MAX_DISKS + 1;
+    cr_assert_eq(wire_enc_welcome(&b, &w), -1);
     wire_buf_free(&b);
 }
 
@@ -374,13 +389,41 @@ Test(welcome, impossible_values)
         {.next_seq = 1, .window_bytes = 1, .max_batch_data = 0},
         {.next_seq = 1, .window_bytes = 1, .max_batch_data = WIRE_MAX_BATCH_DATA + 1},
         {.next_seq = 1, .window_bytes = 1, .max_batch_data = UINT32_MAX},
+        {.next_seq = 1, .window_bytes = 1, .max_batch_data = 1, .ndisks = 2, .disk_state = {0, 2}},
+        {.next_seq = 1, .window_bytes = 1, .max_batch_data = 1, .ndisks = 1, .disk_state = {0xff}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        wire_welcome_t w = bad[i];
+        if (w.ndisks == 0)
+            w.ndisks = 1;
         wire_buf_t b = {0};
-        cr_assert_eq(wire_enc_welcome(&b, &bad[i]), 0);
+        cr_assert_eq(wire_enc_welcome(&b, &w), 0);
         wt_expect(WIRE_T_WELCOME, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
         wire_buf_free(&b);
     }
+}
+
+Test(welcome, disk_count_and_states_are_checked)
+{
+    wire_welcome_t w = {.next_seq = 1, .window_bytes = 1, .max_batch_data = 1, .ndisks = 2, .disk_state = {1, 0}};
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_welcome(&b, &w), 0);
+    uint8_t body[128];
+    size_t len = wt_body_len(&b);
+    memcpy(body, wt_body(&b), len);
+    /* no disks, or more than the protocol allows */
+    tm_put16(body + 16, 0);
+    wt_expect(WIRE_T_WELCOME, body, 18, WIRE_E_TOO_BIG, "disks");
+    tm_put16(body + 16, WIRE_MAX_DISKS + 1);
+    wt_expect(WIRE_T_WELCOME, body, len, WIRE_E_TOO_BIG, "disks");
+    /* the states cut short, or one too many */
+    tm_put16(body + 16, 2);
+    wt_expect(WIRE_T_WELCOME, body, len - 1, WIRE_E_PROTOCOL, NULL);
+    body[len] = 0;
+    wt_expect(WIRE_T_WELCOME, body, len + 1, WIRE_E_PROTOCOL, "trailing");
+    /* the version 1 layout before disks existed: truncated */
+    wt_expect(WIRE_T_WELCOME, body, 16, WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
 }
 
 static void check_ack(const uint8_t *body, size_t len, void *arg)
@@ -543,7 +586,7 @@ static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
     NEXT(WIRE_T_RECORDS, wire_enc_records(b, 5, e, 2, true));
     wire_challenge_t c = {.server_id = "srv"};
     NEXT(WIRE_T_CHALLENGE, wire_enc_challenge(b, &c));
-    wire_welcome_t w = {.next_seq = 3, .window_bytes = 10, .max_batch_data = 10};
+    wire_welcome_t w = {.next_seq = 3, .window_bytes = 10, .max_batch_data = 10, .ndisks = 1};
     NEXT(WIRE_T_WELCOME, wire_enc_welcome(b, &w));
     NEXT(WIRE_T_ACK, wire_enc_ack(b, 7));
     NEXT(WIRE_T_TAG_REQUEST, wire_enc_tag_request(b, WIRE_TAG_GROUP, 9, "grp"));

@@ -261,6 +261,54 @@ static size_t every_kind(wire_entry_t e[8], uint8_t *data, bool compressible)
     return n;
 }
 
+/* SYNCED: a disk index and nothing else; it carries no data. */
+Test(records, synced_roundtrip)
+{
+    uint8_t data[4096];
+    memset(data, 0x5c, sizeof data);
+    wire_entry_t e[4] = {{.kind = WIRE_R_WRITE, .disk = 3, .length = 4096, .offset = 1u << 20, .data = data},
+                         {.kind = WIRE_R_SYNCED, .disk = 3},
+                         {.kind = WIRE_R_SYNCED, .disk = 0},
+                         {.kind = WIRE_R_SYNCED, .disk = WIRE_MAX_DISKS - 1}};
+    roundtrip(9, e, 4, false);
+    roundtrip(9, e, 4, true);
+    roundtrip(1, &e[1], 1, false);
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_records(&b, 9, e, 4, false), 0);
+    cr_assert_eq(tm_get32(wt_body(&b) + R_RAW_LEN), 4096, "SYNCED adds no data");
+    char r[256] = "";
+    cr_assert_eq(wt_dec_any(WIRE_T_RECORDS, wt_body(&b), wt_body_len(&b), r, sizeof r), 0, "%s", r);
+    cr_assert_eq(wt_records->entries[1].kind, WIRE_R_SYNCED);
+    cr_assert_eq(wt_records->entries[1].disk, 3);
+    cr_assert_eq(wt_records->entries[3].disk, WIRE_MAX_DISKS - 1);
+    wire_buf_free(&b);
+}
+
+Test(records, synced_fields_other_than_disk_must_be_zero)
+{
+    for (int f = 0; f < 7; f++) {
+        wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = 1};
+        switch (f) {
+        case 0: e.tag_kind = 1; break;
+        case 1: e.codec = 1; break;
+        case 2: e.length = 512; break;
+        case 3: e.offset = 512; break;
+        case 4: e.hash = 1; break;
+        case 5: e.id = 1; break;
+        case 6: e.stored = 1; break;
+        }
+        wire_buf_t b = {0};
+        rec_body(&b, 1, 1, 0, 0, 0, &e, 1, NULL, 0);
+        wt_expect(WIRE_T_RECORDS, b.data, b.len, WIRE_E_PROTOCOL, "synced");
+        wire_buf_free(&b);
+    }
+    wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = WIRE_MAX_DISKS};
+    wire_buf_t b = {0};
+    rec_body(&b, 1, 1, 0, 0, 0, &e, 1, NULL, 0);
+    wt_expect(WIRE_T_RECORDS, b.data, b.len, WIRE_E_RANGE, "disk 64");
+    wire_buf_free(&b);
+}
+
 Test(records, every_kind_raw)
 {
     uint8_t *data = malloc(12288);
@@ -1320,7 +1368,7 @@ Test(records, flush_fields_must_be_zero)
 
 Test(records, undefined_kinds)
 {
-    static const uint8_t kinds[] = {0, 6, 0x7f, 0xff};
+    static const uint8_t kinds[] = {0, 7, 0x7f, 0xff};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         expect_entry((wire_entry_t){.kind = kinds[i]}, NULL, WIRE_E_PROTOCOL, "kind");
 }

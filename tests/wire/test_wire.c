@@ -25,7 +25,7 @@ static const struct {
     uint32_t limit;
 } known[] = {
     {WIRE_T_HELLO, 5128},         {WIRE_T_AUTH, 32},       {WIRE_T_RECORDS, (4u << 20) + (64u << 10)},
-    {WIRE_T_CHALLENGE, 288},      {WIRE_T_WELCOME, 64},    {WIRE_T_ACK, 8},
+    {WIRE_T_CHALLENGE, 288},      {WIRE_T_WELCOME, 82},    {WIRE_T_ACK, 8},
     {WIRE_T_TAG_REQUEST, 272},    {WIRE_T_STOP, 256},      {WIRE_T_ERROR, 258},
 };
 #define NKNOWN (sizeof known / sizeof known[0])
@@ -170,7 +170,8 @@ static void all_types_stream(wire_buf_t *b, size_t ends[NKNOWN])
     memset(c.nonce, 0x5a, sizeof c.nonce);
     cr_assert_eq(wire_enc_challenge(b, &c), 0);
     ends[k++] = b->len;
-    wire_welcome_t w = {.next_seq = 9, .window_bytes = 1u << 24, .max_batch_data = 1u << 20};
+    wire_welcome_t w = {.next_seq = 9, .window_bytes = 1u << 24, .max_batch_data = 1u << 20, .ndisks = 2,
+                        .disk_state = {WIRE_DISK_NEW, WIRE_DISK_SYNCED}};
     cr_assert_eq(wire_enc_welcome(b, &w), 0);
     ends[k++] = b->len;
     cr_assert_eq(wire_enc_ack(b, 10), 0);
