@@ -184,6 +184,18 @@ static void do_bad_disk_index(bad_ctx_t *x)
 }
 Test(bad, disk_index_out_of_range) { run_bad(WIRE_E_RANGE, do_bad_disk_index, 0); }
 
+/* SYNCED names a disk too: one the machine does not have is refused. */
+static void do_synced_missing_disk(bad_ctx_t *x)
+{
+    wire_buf_t b = {0};
+    bad_handshake(x);
+    wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = 1};
+    cr_assert_eq(wire_enc_records(&b, 1, &e, 1, false), 0);
+    ita_send(&x->bad, &b);
+    wire_buf_free(&b);
+}
+Test(bad, synced_for_a_missing_disk) { run_bad(WIRE_E_RANGE, do_synced_missing_disk, 0); }
+
 static void send_auth(ita_agent_t *a, const uint8_t mac[WIRE_MAC_LEN])
 {
     wire_buf_t b = {0};
