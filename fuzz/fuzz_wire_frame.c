@@ -79,7 +79,7 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
     size_t raw = 0, sent = 0, in_scratch = 0;
     for (unsigned i = 0; i < m->count; i++) {
         const wire_entry_t *e = &m->entries[i];
-        FUZZ_ASSERT(e->kind >= WIRE_R_WRITE && e->kind <= WIRE_R_FLUSH);
+        FUZZ_ASSERT(e->kind >= WIRE_R_WRITE && e->kind <= WIRE_R_SYNCED);
         FUZZ_ASSERT(e->codec <= 1 && (e->codec == 0 || e->kind == WIRE_R_WRITE));
         uint32_t n = entry_data(e);
         if (e->codec == 1) {
@@ -128,6 +128,10 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
         }
         case WIRE_R_FLUSH:
             FUZZ_ASSERT(!e->length && !e->stored && !e->disk && !e->offset && !e->hash && !e->id && !e->tag_kind);
+            break;
+        case WIRE_R_SYNCED:
+            FUZZ_ASSERT(e->disk < WIRE_MAX_DISKS && !e->length && !e->stored && !e->offset && !e->hash && !e->id &&
+                        !e->tag_kind);
             break;
         }
     }
@@ -218,6 +222,9 @@ static void check_body(uint16_t type, const uint8_t *body, size_t len)
         rc = wire_dec_welcome(body, len, &w, reason, sizeof reason);
         if (rc == 0) {
             FUZZ_ASSERT(w.next_seq && w.max_batch_data && w.max_batch_data <= WIRE_MAX_BATCH_DATA);
+            FUZZ_ASSERT(w.ndisks >= 1 && w.ndisks <= WIRE_MAX_DISKS);
+            for (unsigned k = 0; k < w.ndisks; k++)
+                FUZZ_ASSERT(w.disk_state[k] <= 1);
             same_frame(&b, wire_enc_welcome(&b, &w), type, body, len);
         }
         break;
