@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -260,6 +261,21 @@ static void cli__ingest_stopped(void *arg)
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
 
+/* Every agent is a descriptor: take the whole hard limit, since libuv drops
+ * connections past the soft one silently (it accepts and closes them). */
+static void cli__raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    printf("tidemark: open files up to %llu (each agent takes one)\n", (unsigned long long)rl.rlim_cur);
+}
+
 static void cli__on_signal(uv_signal_t *h, int signum)
 {
     cli_serve_t *s = h->data;
@@ -291,6 +307,7 @@ static int cli__serve_loop(cli_serve_t *s)
     if (rc != 0)
         goto out_close_signals;
 
+    cli__raise_nofile();
     char err[512];
     ingest_options_t io = {
         .data_dir = s->cfg->data_dir,
