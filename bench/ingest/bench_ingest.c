@@ -142,46 +142,6 @@ static void bi__usage(FILE *f)
             "Prints a table, then one JSON object on the last line. MB = 10^6 bytes.\n");
 }
 
-/* "64K", "1M", "4096" -> bytes; false when malformed or zero. */
-static bool bi__parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || v == 0 || s[0] == '-')
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && shift)
-        end++;
-    if ((*end == 'b' || *end == 'B') && shift)
-        end++;
-    if (*end != '\0' || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
-    return true;
-}
-
-static bool bi__parse_list(const char *arg, uint64_t *out, unsigned *n)
-{
-    char buf[512];
-    if (strlen(arg) >= sizeof buf)
-        return false;
-    strcpy(buf, arg);
-    *n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (*n == BI_MAX_LIST || !bi__parse_size(tok, &out[*n]))
-            return false;
-        (*n)++;
-    }
-    return *n > 0;
-}
-
 static bool bi__parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
     char *end;
@@ -233,12 +193,12 @@ static int bi__parse_opts(int argc, char **argv, bi_opts_t *o)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case BI_OPT_AGENTS:
-            if (!bi__parse_list(optarg, o->agents, &o->nagents))
+            if (!bj_parse_list(optarg, o->agents, BI_MAX_LIST, &o->nagents))
                 goto bad;
             set_agents = true;
             break;
         case BI_OPT_SIZES:
-            if (!bi__parse_list(optarg, o->sizes, &o->nsizes))
+            if (!bj_parse_list(optarg, o->sizes, BI_MAX_LIST, &o->nsizes))
                 goto bad;
             break;
         case BI_OPT_PER_FRAME:
@@ -247,7 +207,7 @@ static int bi__parse_opts(int argc, char **argv, bi_opts_t *o)
             o->per_frame = (unsigned)v;
             break;
         case BI_OPT_WINDOW:
-            if (!bi__parse_size(optarg, &o->window) || o->window > UINT32_MAX)
+            if (!bj_parse_size(optarg, &o->window) || o->window > UINT32_MAX)
                 goto bad;
             break;
         case BI_OPT_SECONDS:
@@ -258,7 +218,7 @@ static int bi__parse_opts(int argc, char **argv, bi_opts_t *o)
             set_secs = true;
             break;
         case BI_OPT_BYTES:
-            if (!bi__parse_size(optarg, &o->bytes))
+            if (!bj_parse_size(optarg, &o->bytes))
                 goto bad;
             set_bytes = true;
             break;

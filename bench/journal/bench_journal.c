@@ -113,46 +113,6 @@ static void bj__usage(FILE *f)
             "Prints a table, then one JSON object on the last line. MB = 10^6 bytes.\n");
 }
 
-/* "64K", "1M", "4096" -> bytes; false when malformed or zero. */
-static bool bj__parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || v == 0 || s[0] == '-')
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && shift)
-        end++;
-    if ((*end == 'b' || *end == 'B') && shift)
-        end++;
-    if (*end != '\0' || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
-    return true;
-}
-
-static bool bj__parse_list(const char *arg, uint64_t *out, unsigned *n)
-{
-    char buf[512];
-    if (strlen(arg) >= sizeof buf)
-        return false;
-    strcpy(buf, arg);
-    *n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (*n == BJ_MAX_LIST || !bj__parse_size(tok, &out[*n]))
-            return false;
-        (*n)++;
-    }
-    return *n > 0;
-}
-
 enum { BJ_OPT_SIZES = 256, BJ_OPT_APPENDERS, BJ_OPT_SECONDS, BJ_OPT_BYTES, BJ_OPT_RUNS, BJ_OPT_DIR, BJ_OPT_NO_PREWARM,
        BJ_OPT_SUBMIT_THREAD };
 
@@ -182,12 +142,12 @@ static int bj__parse_opts(int argc, char **argv, bj_opts_t *o)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case BJ_OPT_SIZES:
-            if (!bj__parse_list(optarg, o->sizes, &o->nsizes))
+            if (!bj_parse_list(optarg, o->sizes, BJ_MAX_LIST, &o->nsizes))
                 goto bad;
             set_sizes = true;
             break;
         case BJ_OPT_APPENDERS:
-            if (!bj__parse_list(optarg, o->appenders, &o->nappenders))
+            if (!bj_parse_list(optarg, o->appenders, BJ_MAX_LIST, &o->nappenders))
                 goto bad;
             set_app = true;
             break;
@@ -199,7 +159,7 @@ static int bj__parse_opts(int argc, char **argv, bj_opts_t *o)
             set_secs = true;
             break;
         case BJ_OPT_BYTES:
-            if (!bj__parse_size(optarg, &o->bytes))
+            if (!bj_parse_size(optarg, &o->bytes))
                 goto bad;
             set_bytes = true;
             break;

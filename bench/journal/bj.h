@@ -87,4 +87,10 @@ int bj_rmtree(const char *path);
 /* Fill buf with pseudo-random bytes (xorshift; incompressible to lz4). */
 void bj_fill_random(uint8_t *buf, size_t len, uint64_t seed);
 
+/* "64K", "1M", "4096" (K/M/G, optional "iB"/"B") -> bytes; false when
+ * malformed or zero. */
+bool bj_parse_size(const char *s, uint64_t *out);
+/* A comma-separated list of sizes, at most max of them, into out. */
+bool bj_parse_list(const char *arg, uint64_t *out, unsigned max, unsigned *n);
+
 #endif

@@ -82,3 +82,43 @@ int bj_rmtree(const char *path)
         return errno ? -errno : -EIO;
     return 0;
 }
+
+/* "64K", "1M", "4096" -> bytes; false when malformed or zero. */
+bool bj_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || v == 0 || s[0] == '-')
+        return false;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && shift)
+        end++;
+    if ((*end == 'b' || *end == 'B') && shift)
+        end++;
+    if (*end != '\0' || v > (UINT64_MAX >> shift))
+        return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+bool bj_parse_list(const char *arg, uint64_t *out, unsigned max, unsigned *n)
+{
+    char buf[512];
+    if (strlen(arg) >= sizeof buf)
+        return false;
+    strcpy(buf, arg);
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n == max || !bj_parse_size(tok, &out[*n]))
+            return false;
+        (*n)++;
+    }
+    return *n > 0;
+}
