@@ -330,30 +330,6 @@ static double bi__mb_s(uint64_t bytes, double secs)
     return secs > 0 ? (double)bytes / 1e6 / secs : 0;
 }
 
-static const char *bi__size_str(uint64_t v, char *buf, size_t len)
-{
-    if (v >= (1u << 20) && v % (1u << 20) == 0)
-        snprintf(buf, len, "%" PRIu64 " MiB", v >> 20);
-    else if (v >= 1024 && v % 1024 == 0)
-        snprintf(buf, len, "%" PRIu64 " KiB", v >> 10);
-    else
-        snprintf(buf, len, "%" PRIu64 " B", v);
-    return buf;
-}
-
-/* Room for what a run writes beyond the estimate. */
-#define BI_WARM_MARGIN (64u << 20)
-
-static int bi__prewarm(const char *tmpdir, uint64_t bytes, const bj_pool_t *pool)
-{
-    char path[PATH_MAX];
-    if (bj_interrupted)
-        return -EINTR;
-    if (snprintf(path, sizeof path, "%s/prewarm", tmpdir) >= (int)sizeof path)
-        return -ENAMETOOLONG;
-    return bj_prewarm(path, bytes + BI_WARM_MARGIN, pool);
-}
-
 /* The server's log goes with its data, unless the run failed: then it is
  * kept (outside the scratch folder, which is removed) and named. */
 static void bi__drop_log(const char *log, int rc)
@@ -396,7 +372,7 @@ static int bi__run_ingest(bi_ctx_t *x, uint64_t size, unsigned agents, uint64_t 
     rc = bi_server_prepare(data, x->machines);
     if (rc)
         return rc;
-    if (warm && (rc = bi__prewarm(x->tmpdir, warm, x->pool)) != 0)
+    if (warm && (rc = bj_prewarm_in(x->tmpdir, warm, x->pool)) != 0)
         goto out_rm;
     rc = bi_server_start(x->o->tidemark, data, log, x->o->server_nofile, &srv);
     if (rc)
@@ -467,7 +443,7 @@ static int bi__round(bi_ctx_t *x, uint64_t size, unsigned agents, uint64_t warm,
         fprintf(stderr, "bench_ingest: mkdir %s: %s\n", path, strerror(errno));
         return rc;
     }
-    if (warm && (rc = bi__prewarm(x->tmpdir, warm, x->pool)) != 0)
+    if (warm && (rc = bj_prewarm_in(x->tmpdir, warm, x->pool)) != 0)
         return rc;
     rc = bj_run_journal(path, &jc, x->pool, &r->j);
     int rm = bj_rmtree(path);
@@ -482,14 +458,14 @@ static int bi__round(bi_ctx_t *x, uint64_t size, unsigned agents, uint64_t warm,
         chunks = 1;
     if (snprintf(path, sizeof path, "%s/base-%u", x->tmpdir, x->seq++) >= (int)sizeof path)
         return -ENAMETOOLONG;
-    if (warm && (rc = bi__prewarm(x->tmpdir, total, x->pool)) != 0)
+    if (warm && (rc = bj_prewarm_in(x->tmpdir, total, x->pool)) != 0)
         return rc;
     rc = bj_run_baseline(path, total, chunks, false, x->pool, &r->b);
     if (rc || bj_interrupted)
         return rc ? rc : -EINTR;
     /* The stricter bar: the journal's segments are preallocated, so the
      * same writes into a file fallocated (untimed) before. */
-    if (warm && (rc = bi__prewarm(x->tmpdir, total, x->pool)) != 0)
+    if (warm && (rc = bj_prewarm_in(x->tmpdir, total, x->pool)) != 0)
         return rc;
     return bj_run_baseline(path, total, chunks, true, x->pool, &r->bp);
 }
@@ -524,7 +500,7 @@ static int bi__idle_round(bi_ctx_t *x, bi_idle_round_t *r)
     rc = bi_server_prepare(data, x->machines);
     if (rc)
         return rc;
-    if (o->prewarm && (rc = bi__prewarm(x->tmpdir, (uint64_t)(o->seconds * 1.2e9), x->pool)) != 0)
+    if (o->prewarm && (rc = bj_prewarm_in(x->tmpdir, (uint64_t)(o->seconds * 1.2e9), x->pool)) != 0)
         goto out_rm;
     rc = bi_server_start(o->tidemark, data, log, o->server_nofile, &srv);
     if (rc)
@@ -630,7 +606,7 @@ static void bi__print_table(const bi_opts_t *o, const bi_summary_t *sums)
             const bi_summary_t *s = &sums[c];
             printf("%-7s %6" PRIu64 " | %7.1f %7.1f %7.1f | %6.3f %6.3f %6.3f | %7.1f %6.3f | %8.0f %8.0f | %7.2f %7.2f "
                    "%7.2f %7.2f | %7.1f\n",
-                   bi__size_str(o->sizes[si], sz, sizeof sz), o->agents[ai], s->mb_s, s->j_mb_s, s->base_mb_s,
+                   bj_size_str(o->sizes[si], sz, sizeof sz), o->agents[ai], s->mb_s, s->j_mb_s, s->base_mb_s,
                    s->ratio, s->j_ratio, s->ig_vs_j, s->pre_mb_s, s->pre_ratio, s->p50_us, s->p99_us, s->srv_cpu_s, s->srv_loop_cpu_s,
                    s->srv_cpu_per_gb, s->client_cpu_per_gb, s->srv_hwm_mib);
         }

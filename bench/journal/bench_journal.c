@@ -285,28 +285,6 @@ static void bj__summarise(const bj_round_t *r, unsigned n, bj_summary_t *s)
 #undef BJ_MEDIAN
 }
 
-static const char *bj__size_str(uint64_t v, char *buf, size_t len)
-{
-    if (v >= (1u << 20) && v % (1u << 20) == 0)
-        snprintf(buf, len, "%" PRIu64 " MiB", v >> 20);
-    else if (v >= 1024 && v % 1024 == 0)
-        snprintf(buf, len, "%" PRIu64 " KiB", v >> 10);
-    else
-        snprintf(buf, len, "%" PRIu64 " B", v);
-    return buf;
-}
-
-/* Room for what a run writes beyond the estimate: headers, the last batch. */
-#define BJ_WARM_MARGIN (64u << 20)
-
-static int bj__prewarm(const char *tmpdir, uint64_t bytes, const bj_pool_t *pool)
-{
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s/prewarm", tmpdir) >= (int)sizeof path)
-        return -ENAMETOOLONG;
-    return bj_prewarm(path, bytes + BJ_WARM_MARGIN, pool);
-}
-
 /* One round of one cell: journal, then the baseline, then the preallocated
  * baseline, in tmpdir. warm_bytes is
  * what the journal run is expected to write (0: no pre-warming). */
@@ -324,7 +302,7 @@ static int bj__round(const char *tmpdir, const bj_cfg_t *cfg, unsigned round, co
         fprintf(stderr, "bench_journal: mkdir %s: %s\n", path, strerror(errno));
         return rc;
     }
-    if (warm_bytes && (rc = bj__prewarm(tmpdir, warm_bytes, pool)) != 0)
+    if (warm_bytes && (rc = bj_prewarm_in(tmpdir, warm_bytes, pool)) != 0)
         return rc;
     rc = bj_run_journal(path, cfg, pool, &out->j);
     int rm = bj_rmtree(path);
@@ -338,12 +316,12 @@ static int bj__round(const char *tmpdir, const bj_cfg_t *cfg, unsigned round, co
     if (snprintf(path, sizeof path, "%s/base-%zu-%u-%u", tmpdir, cfg->record, cfg->appenders, round) >=
         (int)sizeof path)
         return -ENAMETOOLONG;
-    if (warm_bytes && (rc = bj__prewarm(tmpdir, out->j.disk_bytes, pool)) != 0)
+    if (warm_bytes && (rc = bj_prewarm_in(tmpdir, out->j.disk_bytes, pool)) != 0)
         return rc;
     rc = bj_run_baseline(path, out->j.disk_bytes, out->j.batches, false, pool, &out->b);
     if (rc != 0 || bj_interrupted)
         return rc ? rc : -EINTR;
-    if (warm_bytes && (rc = bj__prewarm(tmpdir, out->j.disk_bytes, pool)) != 0)
+    if (warm_bytes && (rc = bj_prewarm_in(tmpdir, out->j.disk_bytes, pool)) != 0)
         return rc;
     return bj_run_baseline(path, out->j.disk_bytes, out->j.batches, true, pool, &out->bp);
 }
@@ -422,7 +400,7 @@ static void bj__print_breakdown(const bj_opts_t *o, const bj_summary_t *sums)
             const bj_summary_t *s = &sums[c];
             printf("%-7s %4" PRIu64 " | %6.0f %6.0f %6.0f %5.0f %6.0f | %6.0f %6.0f %6.0f | %6.0f %6.0f %6.0f %8.1f "
                    "%6.3f\n",
-                   bj__size_str(o->sizes[si], sz, sizeof sz), o->appenders[ai], s->j_total_us, s->j_write_us,
+                   bj_size_str(o->sizes[si], sz, sizeof sz), o->appenders[ai], s->j_total_us, s->j_write_us,
                    s->j_sync_us, s->j_roll_us, s->j_other_us, s->b_total_us, s->b_write_us, s->b_sync_us,
                    s->p_total_us, s->p_write_us, s->p_sync_us, s->pre_mb_s, s->pre_ratio);
         }
@@ -440,7 +418,7 @@ static void bj__print_table(const bj_opts_t *o, const bj_summary_t *sums)
         for (unsigned ai = 0; ai < o->nappenders; ai++, c++) {
             const bj_summary_t *s = &sums[c];
             printf("%-9s %9" PRIu64 " %9.1f %9.1f %6.3f %9.0f %9.0f %9.0f %10.1f\n",
-                   bj__size_str(o->sizes[si], sz, sizeof sz), o->appenders[ai], s->mb_s, s->base_mb_s, s->ratio,
+                   bj_size_str(o->sizes[si], sz, sizeof sz), o->appenders[ai], s->mb_s, s->base_mb_s, s->ratio,
                    s->p50_us, s->p99_us, s->fsyncs_s, s->batch_kib);
         }
     }

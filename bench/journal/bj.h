@@ -87,6 +87,11 @@ int bj_rmtree(const char *path);
 /* Fill buf with pseudo-random bytes (xorshift; incompressible to lz4). */
 void bj_fill_random(uint8_t *buf, size_t len, uint64_t seed);
 
+/* "64 KiB", "1 MiB", "100 B" into buf; returns buf. */
+const char *bj_size_str(uint64_t v, char *buf, size_t len);
+/* bj_prewarm() of a file in tmpdir, for a run about to write `bytes`. */
+int bj_prewarm_in(const char *tmpdir, uint64_t bytes, const bj_pool_t *pool);
+
 /* "64K", "1M", "4096" (K/M/G, optional "iB"/"B") -> bytes; false when
  * malformed or zero. */
 bool bj_parse_size(const char *s, uint64_t *out);

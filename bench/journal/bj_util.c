@@ -2,6 +2,8 @@
 #include "bench/journal/bj.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,4 +123,28 @@ bool bj_parse_list(const char *arg, uint64_t *out, unsigned max, unsigned *n)
         (*n)++;
     }
     return *n > 0;
+}
+
+const char *bj_size_str(uint64_t v, char *buf, size_t len)
+{
+    if (v >= (1u << 20) && v % (1u << 20) == 0)
+        snprintf(buf, len, "%" PRIu64 " MiB", v >> 20);
+    else if (v >= 1024 && v % 1024 == 0)
+        snprintf(buf, len, "%" PRIu64 " KiB", v >> 10);
+    else
+        snprintf(buf, len, "%" PRIu64 " B", v);
+    return buf;
+}
+
+/* Room for what a run writes beyond the estimate: headers, the last batch. */
+#define BJ_WARM_MARGIN (64u << 20)
+
+int bj_prewarm_in(const char *tmpdir, uint64_t bytes, const bj_pool_t *pool)
+{
+    char path[PATH_MAX];
+    if (bj_interrupted)
+        return -EINTR;
+    if (snprintf(path, sizeof path, "%s/prewarm", tmpdir) >= (int)sizeof path)
+        return -ENAMETOOLONG;
+    return bj_prewarm(path, bytes + BJ_WARM_MARGIN, pool);
 }
