@@ -115,7 +115,7 @@ void tc_spawn(tc_child_t *c, const char *cwd, const char *const *args)
 }
 
 /* Read what one pipe has; closes it at EOF. */
-static void tc__drain(int *fd, char **buf, size_t *len)
+void tc_drain(int *fd, char **buf, size_t *len)
 {
     char chunk[4096];
     ssize_t r = read(*fd, chunk, sizeof chunk);
@@ -148,9 +148,9 @@ bool tc_read_until(tc_child_t *c, const char *needle)
             continue;
         cr_assert_gt(r, 0, "poll: %s", strerror(errno));
         if (p[0].revents)
-            tc__drain(&c->out_fd, &c->out, &c->out_len);
+            tc_drain(&c->out_fd, &c->out, &c->out_len);
         if (p[1].revents)
-            tc__drain(&c->err_fd, &c->err, &c->err_len);
+            tc_drain(&c->err_fd, &c->err, &c->err_len);
     }
 }
 

@@ -50,6 +50,10 @@ const char *tc_path(const char *rel);
  * folder cwd (NULL: the test's). */
 void tc_spawn(tc_child_t *c, const char *cwd, const char *const *args);
 
+/* Append what one of the child's pipes has to (*buf, *len), NUL-terminated;
+ * closes the pipe and sets *fd to -1 at end of file. */
+void tc_drain(int *fd, char **buf, size_t *len);
+
 /* Read until needle appears on stdout (true) or both pipes end (false). */
 bool tc_read_until(tc_child_t *c, const char *needle);
 

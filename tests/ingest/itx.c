@@ -11,27 +11,6 @@
 
 #include "base/mem.h"
 
-/* Read what one pipe has; closes it at EOF (as tc__drain does). */
-static void itx__drain(int *fd, char **buf, size_t *len)
-{
-    char chunk[4096];
-    ssize_t r = read(*fd, chunk, sizeof chunk);
-    if (r < 0 && errno == EINTR)
-        return;
-    cr_assert_geq(r, 0, "read from child: %s", strerror(errno));
-    if (r == 0) {
-        close(*fd);
-        *fd = -1;
-        return;
-    }
-    char *grown = tm_realloc(*buf, *len + (size_t)r + 1);
-    cr_assert_not_null(grown);
-    memcpy(grown + *len, chunk, (size_t)r);
-    *len += (size_t)r;
-    grown[*len] = '\0';
-    *buf = grown;
-}
-
 bool itx_err_until(tc_child_t *c, const char *needle)
 {
     for (;;) {
@@ -47,9 +26,9 @@ bool itx_err_until(tc_child_t *c, const char *needle)
         if (r == 0)
             return false;
         if (p[0].revents)
-            itx__drain(&c->out_fd, &c->out, &c->out_len);
+            tc_drain(&c->out_fd, &c->out, &c->out_len);
         if (p[1].revents)
-            itx__drain(&c->err_fd, &c->err, &c->err_len);
+            tc_drain(&c->err_fd, &c->err, &c->err_len);
     }
 }
 
