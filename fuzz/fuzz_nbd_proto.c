@@ -47,8 +47,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Backend operations for nbd_proto_tflags, which only asks which are NULL. */
-static void op_stub(nbd_io_t *io)
+/* A non-NULL backend operation: nbd_proto_tflags only asks which are
+ * present, never calls them. */
+static void op_present(nbd_io_t *io)
 {
     (void)io;
 }
@@ -246,11 +247,11 @@ static void judge(const nbd_req_hdr_t *h, uint64_t size, uint16_t tflags)
 static uint16_t advertised(unsigned cfg)
 {
     nbd_backend_ops_t ops = {
-        .read = op_stub,
-        .write = (cfg & FUZZ_NBD_WRITE) ? op_stub : NULL,
-        .flush = (cfg & FUZZ_NBD_FLUSH) ? op_stub : NULL,
-        .trim = (cfg & FUZZ_NBD_TRIM) ? op_stub : NULL,
-        .zero = (cfg & FUZZ_NBD_ZERO) ? op_stub : NULL,
+        .read = op_present,
+        .write = (cfg & FUZZ_NBD_WRITE) ? op_present : NULL,
+        .flush = (cfg & FUZZ_NBD_FLUSH) ? op_present : NULL,
+        .trim = (cfg & FUZZ_NBD_TRIM) ? op_present : NULL,
+        .zero = (cfg & FUZZ_NBD_ZERO) ? op_present : NULL,
     };
     uint16_t f = nbd_proto_tflags(&ops, (cfg & FUZZ_NBD_RO) != 0, (cfg & FUZZ_NBD_MULTI) != 0);
     FUZZ_ASSERT(f & NBD_FLAG_HAS_FLAGS);
