@@ -54,7 +54,7 @@ struct jnl {
 
     /* Where the next record goes. */
     uint64_t next_lsn;
-    uint64_t alloc_seq, alloc_off, alloc_size, alloc_salt, alloc_first_lsn;
+    uint64_t alloc_seq, alloc_off, alloc_size, alloc_salt;
     bool need_roll; /* the next record starts segment alloc_seq + 1 */
     jnl_batch_t *open;
     jnl_batch_t *ready, **ready_tail;
@@ -117,11 +117,6 @@ int jnl__win_get(jnl_win_t *w, uint64_t off, size_t want, const uint8_t **p, siz
 jnl_rec_verdict_t jnl__check_at(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect_lsn,
                                 jnl_rec_hdr_t *h, const uint8_t **rec, int *err);
 
-/* What follows an invalid record at off (expected LSN `expect`) in segment s:
- * *later_off gets the offset of a valid record of a later batch (0 if none),
- * *same_batch the count of valid records of the same unfinished batch. */
-int jnl__look_ahead(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, uint64_t *later_off,
-                    uint64_t *same_batch);
 
 /* How the last segment ends at off, where the scan found its first invalid
  * record (verdict v, expected LSN expect; off at the limit means it is full). */

@@ -83,8 +83,11 @@ jnl_rec_verdict_t jnl__check_at(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, 
     return jnl_rec_check(p, avail, s->salt, s->first_lsn, expect_lsn, JNL_HARD_MAX_RECORD, h);
 }
 
-int jnl__look_ahead(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, uint64_t *later_off,
-                    uint64_t *same_batch)
+/* What follows an invalid record at off (expected LSN `expect`) in segment s:
+ * *later_off gets the offset of a valid record of a later batch (0 if none),
+ * *same_batch the count of valid records of the same unfinished batch. */
+static int jnl__look_ahead(jnl_win_t *w, const jnl_seg_t *s, uint64_t off, uint64_t expect, uint64_t *later_off,
+                           uint64_t *same_batch)
 {
     *later_off = 0;
     *same_batch = 0;

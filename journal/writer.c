@@ -113,7 +113,6 @@ static int jnl__batch_for(jnl_t *j, size_t rec_len, jnl_batch_t **out)
             j->alloc_off = JNL_SEG_DATA_OFF;
             j->alloc_size = b->hdr.segment_size;
             j->alloc_salt = b->hdr.salt;
-            j->alloc_first_lsn = b->hdr.first_lsn;
             j->need_roll = false;
         }
         b->seq = j->alloc_seq;
