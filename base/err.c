@@ -18,6 +18,7 @@ static const struct {
     {TM_EFAILED, "TM_EFAILED", "refused after an earlier I/O failure"},
     {TM_EINVAL, "TM_EINVAL", "invalid argument"},
     {TM_ENOTFOUND, "TM_ENOTFOUND", "not found"},
+    {TM_ENOPOINT, "TM_ENOPOINT", "no such recovery point"},
 };
 
 #define TM__NERRORS (sizeof tm__errors / sizeof tm__errors[0])

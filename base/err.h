@@ -21,7 +21,8 @@ enum {
     TM_EFAILED   = TM_E__BASE - 7, /* refused: an earlier I/O failure is not cleared */
     TM_EINVAL    = TM_E__BASE - 8, /* an argument outside its allowed range */
     TM_ENOTFOUND = TM_E__BASE - 9, /* no such record or position */
-    TM_E__LAST   = TM_E__BASE - 10,
+    TM_ENOPOINT  = TM_E__BASE - 10, /* a valid point selector that names no point */
+    TM_E__LAST   = TM_E__BASE - 11,
 };
 
 /* A short, stable text for any code: Tidemark's own or a negative errno. */

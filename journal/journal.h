@@ -207,6 +207,17 @@ void jnl_reader_close(jnl_reader_t *r);
 int jnl_read_at(jnl_t *j, jnl_pos_t pos, jnl_record_t *rec, uint8_t **buf, size_t *cap);
 
 /*
+ * Read len bytes at offset `at` of the payload of the record at pos, straight
+ * from its segment file, without reading or checking the rest of the record:
+ * for readers that verify what they read with a checksum of their own (the
+ * target reader checks each write's XXH3). The record's header is checked:
+ * it must have LSN lsn, belong to the segment's current life, be stored
+ * uncompressed (else TM_EINVAL) and hold the range. Errors: TM_ERETIRED,
+ * TM_ENOTFOUND, TM_ECORRUPT (logged with the position), -errno.
+ */
+int jnl_read_part(jnl_t *j, jnl_pos_t pos, uint64_t lsn, uint32_t at, void *buf, uint32_t len);
+
+/*
  * Print the segment headers and records of the journal in dir to out, one
  * line each (records only when verbose), without changing anything, and stop
  * at the first bad segment or record with its position and reason. Returns

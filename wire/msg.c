@@ -367,8 +367,7 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
     return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: kind %u is not defined", i, e->kind);
 }
 
-int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t *scratch, char *reason,
-                     size_t rlen)
+int wire_dec_records_entries(const uint8_t *body, size_t len, wire_records_t *m, char *reason, size_t rlen)
 {
     wire_rd_t r;
     wire_rd_init(&r, body, len);
@@ -430,11 +429,25 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
                           "entries need %llu raw and %llu sent data bytes but the frame says %u and %u",
                           (unsigned long long)need_raw, (unsigned long long)need_stored, m->raw_len, m->stored_len);
     const uint8_t *data = wire_get_bytes(&r, m->stored_len);
-    size_t so = 0, ro = 0;
+    size_t so = 0;
     for (unsigned i = 0; i < m->count; i++) {
         wire_entry_t *e = &m->entries[i];
         e->stored_data = data + so;
         e->stored_off = (uint32_t)(e->stored_data - body);
+        so += e->stored;
+    }
+    return 0;
+}
+
+int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t *scratch, char *reason,
+                     size_t rlen)
+{
+    int rc = wire_dec_records_entries(body, len, m, reason, rlen);
+    if (rc)
+        return rc;
+    size_t ro = 0;
+    for (unsigned i = 0; i < m->count; i++) {
+        wire_entry_t *e = &m->entries[i];
         if (e->codec == 1) {
             int n = LZ4_decompress_safe((const char *)e->stored_data, (char *)scratch + ro, (int)e->stored,
                                         (int)e->length);
@@ -447,7 +460,6 @@ int wire_dec_records(const uint8_t *body, size_t len, wire_records_t *m, uint8_t
         } else if (e->stored) {
             e->data = e->stored_data;
         }
-        so += e->stored;
         if (e->kind == WIRE_R_WRITE && XXH3_64bits(e->data, e->length) != e->hash)
             return wire__fail(WIRE_E_CHECKSUM, reason, rlen, "record %u (sequence %llu): write data fails its checksum",
                               i, (unsigned long long)(m->first_seq + i));

@@ -138,6 +138,15 @@ int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uin
                          char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen);
 int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
 /*
+ * Records, structure only: the header and every entry are checked as below
+ * and entries[i].stored_data / stored_off are set, but nothing is
+ * decompressed, no hash is verified and data stays NULL. For readers of
+ * bodies that were fully checked before (the points stage reading the
+ * journal); anything from the network goes through wire_dec_records.
+ */
+int wire_dec_records_entries(const uint8_t *body, size_t len, wire_records_t *m, char *reason, size_t rlen);
+
+/*
  * Records: checks the header and every entry, decompresses compressed
  * writes into scratch (WIRE_MAX_BATCH_DATA bytes, caller-owned), and
  * verifies each write's XXH3 against its raw data. On 0, entries[i].data

@@ -1,0 +1,207 @@
+/*
+ * Reading the point catalog: point lists and selectors. Selectors are the
+ * contract of architecture.md ("Point selectors"); see points.h.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/mem.h"
+#include "points/pts_int.h"
+
+/* How long a selector may wait for the processor to catch up. */
+#define PTS_RESOLVE_WAIT_MS 30000
+
+static int pts__mid(pts_t *p, const char *machine, pts_machine_t *m)
+{
+    return pts_machine(p, machine, m);
+}
+
+int pts_points(pts_t *p, const char *machine, const pts_query_t *q, pts_point_t **out, size_t *n)
+{
+    pts_machine_t m;
+    int rc = pts__mid(p, machine, &m);
+    if (rc)
+        return rc;
+    uint8_t lo[5], hi[5];
+    pts_key_prefix(lo, PTS_K_POINT, m.id);
+    pts_key_prefix(hi, PTS_K_POINT, m.id + 1);
+    pts_iter_t *it = pts_iter_new(pts_index(p), lo, sizeof lo, hi, sizeof hi);
+    if (!it)
+        return -ENOMEM;
+    pts_point_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+    for (pts_iter_last(it); pts_iter_valid(it); pts_iter_prev(it)) {
+        size_t kl, vl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        const uint8_t *val = pts_iter_value(it, &vl);
+        uint32_t mid;
+        uint64_t seq;
+        pts_point_t pt;
+        if (pts_key_point_parse(k, kl, &mid, &seq) != 0 || pts_val_point_parse(val, vl, seq, &pt) != 0) {
+            rc = TM_ECORRUPT;
+            break;
+        }
+        if (q && q->until_ns && pt.time_ns > q->until_ns)
+            continue;
+        if (q && q->since_ns && pt.time_ns < q->since_ns)
+            break; /* newest first: everything further is older */
+        if (q && q->kinds && !(q->kinds & (1u << pt.kind)))
+            continue;
+        if (cnt == cap) {
+            rc = tm_grow((void **)&v, &cap, cnt + 1, sizeof *v);
+            if (rc)
+                break;
+        }
+        v[cnt++] = pt;
+        if (q && q->limit && cnt == q->limit)
+            break;
+    }
+    if (rc == 0)
+        rc = pts_iter_status(it);
+    pts_iter_free(it);
+    if (rc) {
+        tm_free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+static int pts__point_at(pts_t *p, uint32_t mid, uint64_t seq, pts_point_t *pt)
+{
+    uint8_t k[PTS_POINT_KEY_LEN], v[PTS_POINT_VAL_MAX];
+    size_t n;
+    pts_key_point(k, mid, seq);
+    int rc = pts_index_get(pts_index(p), k, sizeof k, v, sizeof v, &n);
+    if (rc == 0)
+        rc = pts_val_point_parse(v, n, seq, pt);
+    return rc;
+}
+
+static int pts__latest_app(pts_t *p, const char *machine, pts_point_t *out, char *why, size_t wl)
+{
+    pts_query_t q = {.kinds = 1u << PTS_KIND_APP, .limit = 1};
+    pts_point_t *v;
+    size_t n;
+    int rc = pts_points(p, machine, &q, &v, &n);
+    if (rc)
+        return rc;
+    if (n == 0) {
+        tm_free(v);
+        snprintf(why, wl, "machine %s has no app-consistent point yet", machine);
+        return TM_ENOPOINT;
+    }
+    *out = v[0];
+    tm_free(v);
+    return 0;
+}
+
+/* @TIME: the last batch received at or before t. */
+static int pts__at_time(pts_t *p, const char *machine, uint64_t t, pts_point_t *out, char *why, size_t wl)
+{
+    pts_machine_t m;
+    int rc = pts_machine(p, machine, &m);
+    if (rc)
+        return rc;
+    if (t > tm_now_ns()) {
+        snprintf(why, wl, "that instant is in the future");
+        return TM_ENOPOINT;
+    }
+    /* Writes received by t but not processed yet would be missed. */
+    if (t >= m.seq_ns) {
+        rc = pts_sync(p, PTS_RESOLVE_WAIT_MS);
+        if (rc)
+            return rc;
+    }
+    uint8_t lo[5], hi[5], at[PTS_TIME_KEY_LEN];
+    pts_key_prefix(lo, PTS_K_TIME, m.id);
+    pts_key_prefix(hi, PTS_K_TIME, m.id + 1);
+    pts_key_time(at, m.id, t, UINT64_MAX);
+    pts_iter_t *it = pts_iter_new(pts_index(p), lo, sizeof lo, hi, sizeof hi);
+    if (!it)
+        return -ENOMEM;
+    pts_iter_seek_for_prev(it, at, sizeof at);
+    rc = TM_ENOPOINT;
+    if (pts_iter_valid(it)) {
+        size_t kl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        uint32_t mid;
+        uint64_t ns, seq;
+        if (pts_key_time_parse(k, kl, &mid, &ns, &seq) != 0) {
+            rc = TM_ECORRUPT;
+        } else {
+            memset(out, 0, sizeof *out);
+            out->seq = seq;
+            out->time_ns = ns;
+            out->kind = PTS_KIND_CUSTOM;
+            rc = 0;
+        }
+    } else if ((rc = pts_iter_status(it)) == 0) {
+        snprintf(why, wl, "machine %s has no write kept from that instant or before (before its first write, "
+                          "or past the retention horizon)", machine);
+        rc = TM_ENOPOINT;
+    }
+    pts_iter_free(it);
+    return rc;
+}
+
+int pts_resolve(pts_t *p, const char *machine, const char *sel, pts_point_t *out, char *why, size_t wl)
+{
+    pts_machine_t m;
+    int rc = pts_machine(p, machine, &m);
+    if (rc) {
+        snprintf(why, wl, "no machine named '%s' has sent data to this appliance", machine);
+        return rc;
+    }
+    snprintf(why, wl, "%s", "");
+    if (strcmp(sel, "latest") == 0) {
+        rc = pts_cut_latest(p, machine, PTS_RESOLVE_WAIT_MS, out);
+        if (rc == TM_ENOPOINT)
+            snprintf(why, wl, "machine %s has not sent any data yet", machine);
+        return rc;
+    }
+    if (strcmp(sel, "latest-processed") == 0) {
+        if (!m.has_point) {
+            snprintf(why, wl, "machine %s has no processed point yet", machine);
+            return TM_ENOPOINT;
+        }
+        *out = m.latest;
+        return 0;
+    }
+    if (strcmp(sel, "latest-app") == 0)
+        return pts__latest_app(p, machine, out, why, wl);
+    if (sel[0] == '@') {
+        uint64_t t;
+        if (pts_parse_time(sel + 1, &t) != 0) {
+            snprintf(why, wl, "'%s' is not an RFC 3339 time (e.g. @2026-11-27T10:00:00Z)", sel + 1);
+            return TM_EINVAL;
+        }
+        return pts__at_time(p, machine, t, out, why, wl);
+    }
+    if (isdigit((unsigned char)sel[0])) {
+        char *end;
+        errno = 0;
+        unsigned long long seq = strtoull(sel, &end, 10);
+        if (*end || errno || seq == 0 || strlen(sel) > 20) {
+            snprintf(why, wl, "'%s' is not a point id (a positive decimal number)", sel);
+            return TM_EINVAL;
+        }
+        rc = pts__point_at(p, m.id, seq, out);
+        if (rc == TM_ENOTFOUND) {
+            snprintf(why, wl, "machine %s has no point %llu (never cut, or past the retention horizon)", machine,
+                     seq);
+            return TM_ENOPOINT;
+        }
+        return rc;
+    }
+    snprintf(why, wl,
+             "'%s' is not a point selector: use latest, latest-processed, latest-app, a point id or @TIME", sel);
+    return TM_EINVAL;
+}

@@ -1,0 +1,139 @@
+/*
+ * The points stage: a processor that tails the durable journal, indexes
+ * every write, zero and trim of every machine in RocksDB (index.h), and
+ * keeps the catalog of recovery points. README.md in this folder has the
+ * rules that span the files; docs/index-format.md the RocksDB layout.
+ *
+ * Threads: one processor thread reads the journal and is the only writer of
+ * the index. Every function here may be called from any thread; the ones
+ * that wait (pts_sync, pts_cut_latest) must not run on an event loop's
+ * thread (use uv_queue_work).
+ */
+#ifndef TM_POINTS_H
+#define TM_POINTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal/journal.h"
+#include "wire/wire.h"
+
+typedef struct pts pts_t;
+typedef struct pts_index pts_index_t;
+
+#define PTS_DEFAULT_CADENCE_MS 1000u
+#define PTS_MIN_CADENCE_MS 100u
+#define PTS_MAX_CADENCE_MS 3600000u
+
+typedef enum pts_kind {
+    PTS_KIND_CRASH = 1, /* cut on the cadence (or on a crash tag of the agent) */
+    PTS_KIND_APP = 2,   /* at an app-consistent tag of the agent */
+    PTS_KIND_CUSTOM = 3, /* an @TIME position: not in the catalog */
+} pts_kind_t;
+
+const char *pts_kind_name(pts_kind_t k); /* "crash", "app", "custom" */
+
+typedef struct pts_point {
+    uint64_t seq;     /* the machine's stream sequence the point includes, up to */
+    uint64_t time_ns; /* when the appliance received the batch holding seq */
+    pts_kind_t kind;
+    uint64_t tag_id;  /* the agent's tag id, app points */
+    char tag[WIRE_MAX_NAME + 1]; /* the tag's name, "" for none */
+} pts_point_t;
+
+typedef struct pts_disk {
+    char name[WIRE_MAX_NAME + 1];
+    uint64_t size;
+    bool synced; /* its initial copy is complete */
+} pts_disk_t;
+
+/* What the processor knows of one machine, as of the last commit. */
+typedef struct pts_machine {
+    char name[WIRE_MAX_NAME + 1];
+    uint32_t id;          /* the index's short id for it */
+    unsigned ndisks;
+    pts_disk_t disks[WIRE_MAX_DISKS];
+    uint64_t seq;         /* the last stream sequence processed */
+    uint64_t seq_ns;      /* when the batch holding it was received */
+    uint64_t first_seq;   /* the oldest sequence a point may name (the horizon) */
+    bool has_point;
+    pts_point_t latest;   /* the newest catalogued point, if has_point */
+} pts_machine_t;
+
+typedef struct pts_options {
+    uint32_t cadence_ms; /* crash points while a machine writes; 0 = default */
+} pts_options_t;
+
+/*
+ * Open (creating) the index in index_dir, check it belongs to this journal,
+ * and start the processor from the position committed last. Errors:
+ * TM_EVERSION (an index of another layout version), TM_EFOREIGN (the index
+ * was made from another journal), TM_ERETIRED (the journal no longer holds
+ * the records after the committed position), TM_ECORRUPT; err says why.
+ */
+int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t **out, char *err, size_t errlen);
+
+/* Stop the processor and close the index. Safe on NULL. */
+void pts_close(pts_t *p);
+
+/* The index, for readers (target/). Valid until pts_close. */
+pts_index_t *pts_index(pts_t *p);
+
+/* Processing progress: everything below next_lsn is indexed. */
+typedef struct pts_stats {
+    uint64_t next_lsn;      /* the next journal record to process */
+    uint64_t durable_lsn;   /* the journal's durable end when last looked */
+    uint64_t lag_records;   /* durable records not yet processed */
+    uint64_t lag_ns;        /* 0 when caught up; else now - time of the last record processed */
+    uint64_t records;       /* journal records processed since open */
+    uint64_t extents;       /* writes, zeroes and trims indexed since open */
+    uint64_t bytes;         /* their disk bytes */
+    uint64_t points;        /* points cut since open */
+    int error;              /* a sticky failure that stopped processing, 0 if none */
+} pts_stats_t;
+
+void pts_get_stats(pts_t *p, pts_stats_t *st);
+
+/* Wait until everything the journal held durably when called is processed.
+ * 0, -ETIMEDOUT, or the processor's sticky error. */
+int pts_sync(pts_t *p, int timeout_ms);
+
+/* Machines, by name. 0 or TM_ENOTFOUND. */
+int pts_machine(pts_t *p, const char *name, pts_machine_t *out);
+/* All machines sorted by name: *out (tm_free it) and *n. 0 or -ENOMEM. */
+int pts_machines(pts_t *p, pts_machine_t **out, size_t *n);
+
+/*
+ * The "latest" selector: wait until everything received is processed
+ * (pts_sync), then make sure a point exists at the machine's last
+ * processed sequence (cutting a crash point there if there is none) and
+ * return it. TM_ENOTFOUND (unknown machine), TM_ENOPOINT (nothing received
+ * from it yet), -ETIMEDOUT, or the processor's error.
+ */
+int pts_cut_latest(pts_t *p, const char *machine, int timeout_ms, pts_point_t *out);
+
+/* A point list query: newest first, at most limit (0 = no limit). */
+typedef struct pts_query {
+    unsigned kinds;     /* bit (1 << kind); 0 = every kind */
+    uint64_t since_ns;  /* 0 = from the first */
+    uint64_t until_ns;  /* 0 = to the last */
+    size_t limit;
+} pts_query_t;
+
+/* *out (tm_free it), *n. 0, TM_ENOTFOUND (unknown machine), -ENOMEM. */
+int pts_points(pts_t *p, const char *machine, const pts_query_t *q, pts_point_t **out, size_t *n);
+
+/*
+ * Resolve a selector other than `latest` (which needs pts_cut_latest):
+ * latest-processed, latest-app, a point id (decimal), @TIME (RFC 3339).
+ * Errors: TM_EINVAL (not a selector; why says what is wrong), TM_ENOTFOUND
+ * (unknown machine), TM_ENOPOINT (valid, names no point; why says why).
+ */
+int pts_resolve(pts_t *p, const char *machine, const char *selector, pts_point_t *out, char *why, size_t whylen);
+
+/* Parse RFC 3339 ("2026-11-27T10:00:00Z", fractions and +hh:mm offsets
+ * allowed) into ns since the epoch. 0 or TM_EINVAL. */
+int pts_parse_time(const char *s, uint64_t *ns);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * Inside the points stage: the processor's state and how it is shared.
+ *
+ * Two locks. `wmu` is held by the processor for each cycle (read records,
+ * build one write batch, commit it) and by pts_cut_latest while it cuts; it
+ * guards the private machine table `priv` and the write batch, so the index
+ * has one writer at a time. `mu` guards what readers see: the published
+ * table `pub` (a copy of each machine as of the last commit), the name
+ * lookup and the stats; `cv` wakes pts_sync waiters after each commit.
+ * Lock order: wmu, then mu.
+ */
+#ifndef TM_POINTS_INT_H
+#define TM_POINTS_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "points/index.h"
+#include "points/points.h"
+#include "wire/msg.h"
+
+struct pts {
+    jnl_t *jnl;
+    pts_index_t *ix;
+    uint64_t cadence_ns;
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t wmu;
+    /* under wmu */
+    pts_mrec_t *priv;    /* by id - 1 */
+    bool *dirty;         /* by id - 1: changed since the last publish */
+    size_t nmach, cap;
+    uint32_t next_id;
+    uint64_t next_lsn;
+    uint64_t last_ns;    /* time_ns of the record before next_lsn */
+    bool have_version;   /* "V" is in the index */
+    uint64_t journal_id;
+    jnl_reader_t *rd;
+    pts_wb_t *wb;
+    wire_records_t *recs; /* decode scratch */
+    uint64_t c_records, c_extents, c_bytes, c_points; /* counted in the cycle, published after */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    pts_mrec_t *pub;
+    size_t npub;
+    uint32_t *names;     /* open addressing: id or 0; by a hash of the name */
+    size_t names_cap;
+    pts_stats_t stats;
+    bool stop;
+};
+
+/* Name lookup, under mu: the machine's id or 0. */
+uint32_t pts__name_find(const pts_t *p, const char *name);
+/* Add id (whose pub/priv record has the name). 0 or -ENOMEM. Under mu. */
+int pts__name_add(pts_t *p, uint32_t id, const char *name);
+
+/* The processor thread's body (processor.c). */
+void *pts__run(void *arg);
+
+/* Cut a crash point at the machine's last processed sequence unless one is
+ * there: puts the point and the machine record into wb. Under wmu. Returns
+ * true when it cut. */
+bool pts__cut(pts_t *p, pts_mrec_t *r, pts_kind_t kind, const char *tag, uint64_t tag_id, uint64_t seq,
+              uint64_t time_ns);
+/* Commit wb with the position and publish the dirty machines. Under wmu. */
+int pts__commit(pts_t *p);
+
+/* Load everything from the index at open (load.c). */
+int pts__load(pts_t *p, char *err, size_t errlen);
+
+#endif
