@@ -2,8 +2,9 @@
  * Writes the fuzz targets' seed corpus: a few valid records and segment
  * headers, and the end-of-log shapes recovery meets (zeroed space, a torn
  * record, a stale salt, an unknown version); one valid agent protocol
- * frame of each type; and NBD client sessions (options, then requests, valid
- * and refused). The output is committed under fuzz/corpus/; rerun
+ * frame of each type; NBD client sessions (options, then requests, valid
+ * and refused); and HTTP requests to the API's server (valid, pipelined,
+ * chunked, refused, malformed). The output is committed under fuzz/corpus/; rerun
  * after a format or protocol change:
  *
  *     fuzz_gen_corpus fuzz/corpus
@@ -488,6 +489,74 @@ static int gen_nbd(const char *dir)
     return 0;
 }
 
+/* fuzz_http_request: a config byte (bits as in fuzz_http_request.c), then
+ * what an orchestrator or a broken client sends. The token is the one that
+ * target's server checks. */
+#define HTTP_TOKEN "f00df00df00df00df00df00df00df00df00df00df00df00df00df00df00df00d"
+#define HTTP_AUTH "Authorization: Bearer " HTTP_TOKEN "\r\n"
+
+static int http_seed(const char *dir, const char *name, uint8_t cfg, const char *text)
+{
+    static uint8_t buf[4096];
+    size_t len = strlen(text);
+    if (len + 1 > sizeof buf)
+        return -ENOSPC;
+    buf[0] = cfg;
+    memcpy(buf + 1, text, len);
+    return write_file(dir, "fuzz_http_request", name, buf, len + 1);
+}
+
+static int gen_http(const char *dir)
+{
+    static const struct {
+        const char *name;
+        uint8_t cfg; /* bits 0-3: piece size; 0x10 reset; 0x20 newest first; 0x40 no EOF */
+        const char *text;
+    } seeds[] = {
+        {"health", 0x00, "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1:7780\r\nAccept: */*\r\n\r\n"},
+        {"point-selector", 0x00,
+         "GET /v1/machines/web1/points/%402026-11-27T10%3A00%3A00Z?kind=app&since=a+b&limit=10 HTTP/1.1\r\n"
+         "Host: x\r\n" HTTP_AUTH "\r\n"
+         "GET /v1/machines/web1/points/latest HTTP/1.1\r\n" HTTP_AUTH "\r\n"},
+        {"pipeline-held", 0x23,
+         "POST /v1/machines/web1/tags HTTP/1.1\r\n" HTTP_AUTH
+         "Content-Type: application/json\r\nContent-Length: 26\r\n\r\n{\"name\": \"before-upgrade\"}"
+         "GET /a/one HTTP/1.1\r\n\r\n"
+         "GET /v1/health HTTP/1.1\r\n\r\n"
+         "PUT /a/two HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
+         "GET /a/three HTTP/1.1\r\n\r\n"},
+        {"chunked-expect", 0x01,
+         "POST /v1/machines/web1/tags HTTP/1.1\r\n" HTTP_AUTH
+         "Content-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+         "Expect: 100-continue\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\nX-Trailer: t\r\n\r\n"},
+        {"errors", 0x00,
+         "GET /nothing HTTP/1.1\r\n\r\n"
+         "DELETE /v1/health HTTP/1.1\r\n\r\n"
+         "GET /v1/machines/web1/points/latest HTTP/1.1\r\n\r\n"
+         "GET /v1/machines/web1/points/latest HTTP/1.1\r\nAuthorization: Bearer 0123\r\n\r\n"
+         "GET /v1/machines/web%zz/points/latest HTTP/1.1\r\n" HTTP_AUTH "\r\n"
+         "PUT /a/x HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\n  oops}"
+         "GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+         "PUT /a/x HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"},
+        {"reset-held", 0x10,
+         "POST /v1/machines/web1/tags HTTP/1.1\r\n" HTTP_AUTH
+         "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+         "GET /a/1 HTTP/1.1\r\n\r\nGET /v1/health HTTP/1.1\r\nContent-Le"},
+        {"malformed", 0x00, "GARBAGE\r\n\r\n"},
+        {"close", 0x40, "GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n"},
+        {"too-large", 0x00,
+         "POST /v1/machines/web1/tags HTTP/1.1\r\n" HTTP_AUTH
+         "Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{}"},
+        {"head-and-version", 0x00, "HEAD /v1/health HTTP/1.1\r\n\r\nGET /v1/health HTTP/2.0\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        int rc = http_seed(dir, seeds[i].name, seeds[i].cfg, seeds[i].text);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -505,6 +574,8 @@ int main(int argc, char **argv)
         rc = gen_wire(argv[1]);
     if (rc == 0)
         rc = gen_nbd(argv[1]);
+    if (rc == 0)
+        rc = gen_http(argv[1]);
     if (rc != 0) {
         fprintf(stderr, "%s: %s\n", argv[0], tm_strerror(rc));
         return 1;

@@ -179,6 +179,11 @@ int jnl_recover(jnl_t *j);
  */
 int jnl_retire(jnl_t *j, uint64_t below, unsigned *dropped);
 
+/* Bytes of durable records from pos (a record boundary, e.g. where a
+ * reader is) to the durable end: how far a reader lags. Segments below the
+ * oldest held count as nothing. */
+uint64_t jnl_bytes_after(jnl_t *j, jnl_pos_t pos);
+
 /* A record as read back. data is valid until the next call on the reader. */
 typedef struct jnl_record {
     uint64_t lsn;

@@ -321,3 +321,21 @@ out_close:
     j->io.close(fd);
     return rc;
 }
+
+uint64_t jnl_bytes_after(jnl_t *j, jnl_pos_t pos)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < j->nsegs; i++) {
+        const jnl_seg_t *s = &j->segs[i];
+        if (s->seq < pos.seg)
+            continue;
+        uint64_t from = s->seq == pos.seg ? pos.off : JNL_SEG_DATA_OFF;
+        if (from < JNL_SEG_DATA_OFF)
+            from = JNL_SEG_DATA_OFF;
+        if (s->end > from)
+            n += s->end - from;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}

@@ -7,7 +7,8 @@
  *
  *   key                                      value
  *   "V"                                      u32 layout version, u64 journal id
- *   "P"                                      u64 next LSN to process, u64 time_ns of the record before it
+ *   "P"                                      u64 next LSN to process, u64 time_ns of the record before it,
+ *                                            u64 segment, u64 offset: where that next record starts
  *   "I"                                      u32 the next machine id to give
  *   "N" name                                 u32 machine id
  *   "M" u32 mid                              machine record (below)

@@ -42,10 +42,13 @@ static int pts__load_header(pts_t *p, char *err, size_t errlen)
         return TM_EFOREIGN;
     }
     k = PTS_K_POS;
-    rc = pts_index_get(p->ix, &k, 1, v, sizeof v, &n);
-    if (rc == 0 && n == 16) {
-        p->next_lsn = tm_get64(v);
-        p->last_ns = tm_get64(v + 8);
+    uint8_t pv[32];
+    rc = pts_index_get(p->ix, &k, 1, pv, sizeof pv, &n);
+    if (rc == 0 && n == 32) {
+        p->next_lsn = tm_get64(pv);
+        p->last_ns = tm_get64(pv + 8);
+        p->next_pos.seg = tm_get64(pv + 16);
+        p->next_pos.off = tm_get64(pv + 24);
     } else if (rc != TM_ENOTFOUND) {
         snprintf(err, errlen, "the index's position cannot be read: %s", tm_strerror(rc ? rc : TM_ECORRUPT));
         return rc ? rc : TM_ECORRUPT;

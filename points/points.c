@@ -124,6 +124,7 @@ int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t
         goto out_fail;
     }
     p->stats.next_lsn = p->next_lsn;
+    p->pub_pos = p->next_pos;
     rc = pthread_create(&p->thread, NULL, pts__run, p);
     if (rc) {
         snprintf(err, errlen, "cannot start the processor thread: %s", strerror(rc));
@@ -175,6 +176,7 @@ void pts_get_stats(pts_t *p, pts_stats_t *st)
     jnl_get_stats(p->jnl, &js);
     pthread_mutex_lock(&p->mu);
     *st = p->stats;
+    jnl_pos_t pos = p->pub_pos;
     pthread_mutex_unlock(&p->mu);
     st->durable_lsn = js.durable_lsn;
     st->lag_records = js.durable_lsn >= st->next_lsn ? js.durable_lsn - st->next_lsn + 1 : 0;
@@ -183,6 +185,7 @@ void pts_get_stats(pts_t *p, pts_stats_t *st)
     uint64_t last = p->last_ns;
     pthread_mutex_unlock(&p->wmu);
     st->lag_ns = st->lag_records && now > last ? now - last : 0;
+    st->lag_bytes = st->lag_records ? jnl_bytes_after(p->jnl, pos) : 0;
 }
 
 static void pts__deadline(struct timespec *ts, int timeout_ms)

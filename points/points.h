@@ -85,6 +85,7 @@ typedef struct pts_stats {
     uint64_t next_lsn;      /* the next journal record to process */
     uint64_t durable_lsn;   /* the journal's durable end when last looked */
     uint64_t lag_records;   /* durable records not yet processed */
+    uint64_t lag_bytes;     /* their size in the journal */
     uint64_t lag_ns;        /* 0 when caught up; else now - time of the last record processed */
     uint64_t records;       /* journal records processed since open */
     uint64_t extents;       /* writes, zeroes and trims indexed since open */

@@ -276,9 +276,11 @@ static int pts__record(pts_t *p, const jnl_record_t *rec)
 
 int pts__commit(pts_t *p)
 {
-    uint8_t pk[1] = {PTS_K_POS}, pv[16];
+    uint8_t pk[1] = {PTS_K_POS}, pv[32];
     tm_put64(pv, p->next_lsn);
     tm_put64(pv + 8, p->last_ns);
+    tm_put64(pv + 16, p->next_pos.seg);
+    tm_put64(pv + 24, p->next_pos.off);
     pts_wb_put(p->wb, pk, sizeof pk, pv, sizeof pv);
     if (!p->have_version) {
         jnl_stats_t st;
@@ -314,6 +316,7 @@ int pts__commit(pts_t *p)
     }
     p->npub = p->nmach;
     p->stats.next_lsn = p->next_lsn;
+    p->pub_pos = p->next_pos;
     p->stats.records += p->c_records;
     p->stats.extents += p->c_extents;
     p->stats.bytes += p->c_bytes;
@@ -370,6 +373,7 @@ static int pts__cycle(pts_t *p)
             break;
         p->next_lsn = rec.lsn + 1;
         p->last_ns = rec.time_ns;
+        p->next_pos = (jnl_pos_t){rec.pos.seg, rec.pos.off + JNL_REC_OVERHEAD + rec.stored_len};
         p->c_records++;
         n++;
     }

@@ -34,6 +34,7 @@ struct pts {
     uint32_t next_id;
     uint64_t next_lsn;
     uint64_t last_ns;    /* time_ns of the record before next_lsn */
+    jnl_pos_t next_pos;  /* where the record after it starts (for the lag in bytes) */
     bool have_version;   /* "V" is in the index */
     uint64_t journal_id;
     jnl_reader_t *rd;
@@ -49,6 +50,7 @@ struct pts {
     uint32_t *names;     /* open addressing: id or 0; by a hash of the name */
     size_t names_cap;
     pts_stats_t stats;
+    jnl_pos_t pub_pos;   /* next_pos as of the last commit */
     bool stop;
 };
 
