@@ -136,6 +136,9 @@ static int pts__at_time(pts_t *p, const char *machine, uint64_t t, pts_point_t *
         uint64_t ns, seq;
         if (pts_key_time_parse(k, kl, &mid, &ns, &seq) != 0) {
             rc = TM_ECORRUPT;
+        } else if (seq < m.first_seq) {
+            snprintf(why, wl, "that instant is past machine %s's retention horizon", machine);
+            rc = TM_ENOPOINT;
         } else {
             memset(out, 0, sizeof *out);
             out->seq = seq;

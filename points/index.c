@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,10 @@
 #include "base/mem.h"
 
 struct pts_index {
+    /* Set by the first failed write or sync: RocksDB may not be written
+     * again after one (Debian's build asserts on it), so every later write
+     * is refused here; the appliance must restart to write again. */
+    atomic_bool failed;
     rocksdb_t *db;
     rocksdb_options_t *opts;
     rocksdb_writeoptions_t *wopts;
@@ -149,16 +154,26 @@ void pts_wb_clear(pts_wb_t *wb)
 
 int pts_index_write(pts_index_t *ix, pts_wb_t *wb)
 {
+    if (atomic_load(&ix->failed))
+        return -EIO;
     char *e = NULL;
     rocksdb_write(ix->db, ix->wopts, wb->b, &e);
-    return e ? pts__rdb_err("write", e) : 0;
+    if (!e)
+        return 0;
+    atomic_store(&ix->failed, true);
+    return pts__rdb_err("write", e);
 }
 
 int pts_index_flush(pts_index_t *ix)
 {
+    if (atomic_load(&ix->failed))
+        return -EIO;
     char *e = NULL;
     rocksdb_flush_wal(ix->db, 1, &e);
-    return e ? pts__rdb_err("sync", e) : 0;
+    if (!e)
+        return 0;
+    atomic_store(&ix->failed, true);
+    return pts__rdb_err("sync", e);
 }
 
 pts_iter_t *pts_iter_new(pts_index_t *ix, const void *lower, size_t ll, const void *upper, size_t ul)

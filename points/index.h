@@ -40,7 +40,9 @@ void pts_wb_delete(pts_wb_t *wb, const void *k, size_t kl);
 void pts_wb_delete_range(pts_wb_t *wb, const void *from, size_t fl, const void *to, size_t tl);
 size_t pts_wb_count(pts_wb_t *wb);
 void pts_wb_clear(pts_wb_t *wb);
-/* Apply the batch atomically. 0 or -EIO (logged). */
+/* Apply the batch atomically. 0 or -EIO (logged). After a failed write or
+ * sync every later one fails with -EIO without reaching RocksDB, which may
+ * not be written again after an I/O error. */
 int pts_index_write(pts_index_t *ix, pts_wb_t *wb);
 /* Make every write so far durable. 0 or -EIO. */
 int pts_index_flush(pts_index_t *ix);

@@ -165,7 +165,8 @@ size_t pts_val_machine(uint8_t v[PTS_MACHINE_VAL_MAX], const pts_mrec_t *r)
     tm_put64(v + o + 16, r->m.seq_ns);
     tm_put64(v + o + 24, r->m.first_seq);
     tm_put64(v + o + 32, r->latest_seq);
-    return o + 40;
+    tm_put64(v + o + 40, r->m.base_seq);
+    return o + 48;
 }
 
 /* A u8-length name at *o of v[0..len); 0 or TM_ECORRUPT. */
@@ -198,14 +199,34 @@ int pts_val_machine_parse(const uint8_t *v, size_t len, pts_mrec_t *r)
         r->m.disks[i].size = tm_get64(v + o);
         o += 8;
     }
-    if (o + 40 != len)
+    if (o + 48 != len)
         return TM_ECORRUPT;
     r->synced_mask = tm_get64(v + o);
     r->m.seq = tm_get64(v + o + 8);
     r->m.seq_ns = tm_get64(v + o + 16);
     r->m.first_seq = tm_get64(v + o + 24);
     r->latest_seq = tm_get64(v + o + 32);
+    r->m.base_seq = tm_get64(v + o + 40);
     for (unsigned i = 0; i < r->m.ndisks; i++)
         r->m.disks[i].synced = (r->synced_mask >> i) & 1u;
     return 0;
+}
+
+void pts_val_time(uint8_t v[PTS_TIME_VAL_LEN], const pts_tbatch_t *b)
+{
+    tm_put64(v, b->first_seq);
+    tm_put64(v + 8, b->lsn);
+    tm_put64(v + 16, b->pos.seg);
+    tm_put64(v + 24, b->pos.off);
+}
+
+int pts_time_parse(const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, uint32_t *mid, pts_tbatch_t *b)
+{
+    if (pts_key_time_parse(k, kl, mid, &b->recv_ns, &b->last_seq) != 0 || vl != PTS_TIME_VAL_LEN)
+        return TM_ECORRUPT;
+    b->first_seq = tm_get64(v);
+    b->lsn = tm_get64(v + 8);
+    b->pos.seg = tm_get64(v + 16);
+    b->pos.off = tm_get64(v + 24);
+    return b->first_seq && b->first_seq <= b->last_seq ? 0 : TM_ECORRUPT;
 }

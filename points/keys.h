@@ -14,7 +14,8 @@
  *   "M" u32 mid                              machine record (below)
  *   "X" u32 mid u16 disk u64 chunk u64 seq   extent piece (below)
  *   "C" u32 mid u64 seq                      point (below)
- *   "T" u32 mid u64 recv_ns u64 seq          empty: batch ending at seq received at recv_ns
+ *   "T" u32 mid u64 recv_ns u64 seq          the batch ending at seq, received at recv_ns: u64 its first seq,
+ *                                            u64 LSN, u64 segment, u64 offset of its journal record
  *
  * An extent is one write, zero or trim of a machine's stream, cut into
  * pieces at PTS_CHUNK boundaries so that the extents touching a byte range
@@ -30,7 +31,8 @@
  * Machine record: u16 version 1, u8 name length, name, u16 ndisks,
  *   ndisks x {u8 name length, name, u64 size}, u64 synced disk mask,
  *   u64 seq (last processed), u64 seq_ns, u64 first_seq (horizon),
- *   u64 latest point seq (0: none)
+ *   u64 latest point seq (0: none), u64 base_seq (the replica base holds
+ *   the disks as of it)
  *
  * Point: u8 kind (1 crash, 2 app), u8 tag name length, u16 0, u32 0,
  *   u64 time_ns, u64 tag id, tag name
@@ -63,7 +65,8 @@
 #define PTS_POINT_KEY_LEN 13u   /* 1 + 4 + 8 */
 #define PTS_TIME_KEY_LEN 21u    /* 1 + 4 + 8 + 8 */
 #define PTS_MACHINE_KEY_LEN 5u
-#define PTS_MACHINE_VAL_MAX (2u + 1u + WIRE_MAX_NAME + 2u + WIRE_MAX_DISKS * (1u + WIRE_MAX_NAME + 8u) + 5u * 8u)
+#define PTS_MACHINE_VAL_MAX (2u + 1u + WIRE_MAX_NAME + 2u + WIRE_MAX_DISKS * (1u + WIRE_MAX_NAME + 8u) + 6u * 8u)
+#define PTS_TIME_VAL_LEN 32u
 #define PTS_POINT_VAL_MAX (24u + WIRE_MAX_NAME)
 
 typedef enum { PTS_EXT_WRITE = 1, PTS_EXT_ZERO = 2, PTS_EXT_TRIM = 3 } pts_ext_kind_t;
@@ -101,7 +104,18 @@ int pts_key_point_parse(const uint8_t *k, size_t len, uint32_t *mid, uint64_t *s
 size_t pts_val_point(uint8_t v[PTS_POINT_VAL_MAX], const pts_point_t *pt);
 int pts_val_point_parse(const uint8_t *v, size_t len, uint64_t seq, pts_point_t *pt);
 
+/* A batch as its time key describes it. */
+typedef struct pts_tbatch {
+    uint64_t recv_ns;
+    uint64_t first_seq, last_seq;
+    uint64_t lsn;
+    jnl_pos_t pos;
+} pts_tbatch_t;
+
 void pts_key_time(uint8_t k[PTS_TIME_KEY_LEN], uint32_t mid, uint64_t ns, uint64_t seq);
+void pts_val_time(uint8_t v[PTS_TIME_VAL_LEN], const pts_tbatch_t *b);
+/* Key and value together. 0 or TM_ECORRUPT. */
+int pts_time_parse(const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, uint32_t *mid, pts_tbatch_t *b);
 int pts_key_time_parse(const uint8_t *k, size_t len, uint32_t *mid, uint64_t *ns, uint64_t *seq);
 
 void pts_key_machine(uint8_t k[PTS_MACHINE_KEY_LEN], uint32_t mid);

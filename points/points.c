@@ -90,6 +90,10 @@ int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t
     p->cadence_ns = (uint64_t)cadence * 1000000u;
     p->next_id = 1;
     p->next_lsn = 1;
+    p->retention_ns = opts && opts->retention_ns ? opts->retention_ns : PTS_DEFAULT_RETENTION_NS;
+    p->retain_every_ns = (uint64_t)(opts && opts->retain_every_ms ? opts->retain_every_ms : 10000u) * 1000000u;
+    p->auto_retain = opts && opts->base_dir && !opts->no_auto_retain;
+    p->retire_journal = opts && opts->retire_journal;
     pthread_mutex_init(&p->wmu, NULL);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
@@ -99,6 +103,26 @@ int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t
     pthread_condattr_destroy(&ca);
 
     int rc = -ENOMEM;
+    if (opts && opts->base_dir && !(p->base_dir = tm_strdup(opts->base_dir))) {
+        snprintf(err, errlen, "out of memory");
+        goto out_fail;
+    }
+    if (opts && opts->nper_machine) {
+        p->per = tm_calloc(opts->nper_machine, sizeof *p->per);
+        if (!p->per) {
+            snprintf(err, errlen, "out of memory");
+            goto out_fail;
+        }
+        for (size_t i = 0; i < opts->nper_machine; i++) {
+            p->per[i].window_ns = opts->per_machine[i].window_ns;
+            p->per[i].machine = tm_strdup(opts->per_machine[i].machine);
+            p->nper++;
+            if (!p->per[i].machine) {
+                snprintf(err, errlen, "out of memory");
+                goto out_fail;
+            }
+        }
+    }
     p->wb = pts_wb_new();
     p->recs = tm_malloc(sizeof *p->recs);
     if (!p->wb || !p->recs) {
@@ -159,6 +183,11 @@ void pts_close(pts_t *p)
     tm_free(p->dirty);
     tm_free(p->pub);
     tm_free(p->names);
+    tm_free(p->pins);
+    for (size_t i = 0; i < p->nper; i++)
+        tm_free((char *)p->per[i].machine);
+    tm_free(p->per);
+    tm_free(p->base_dir);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->wmu);
@@ -250,7 +279,14 @@ static int pts__by_name(const void *a, const void *b)
 
 int pts_machines(pts_t *p, pts_machine_t **out, size_t *n)
 {
+    uint64_t next;
+    return pts_machines_at(p, out, n, &next);
+}
+
+int pts_machines_at(pts_t *p, pts_machine_t **out, size_t *n, uint64_t *next_lsn)
+{
     pthread_mutex_lock(&p->mu);
+    *next_lsn = p->stats.next_lsn;
     size_t cnt = p->npub;
     pts_machine_t *v = tm_malloc((cnt ? cnt : 1) * sizeof *v);
     if (v) {

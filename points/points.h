@@ -57,12 +57,31 @@ typedef struct pts_machine {
     uint64_t seq;         /* the last stream sequence processed */
     uint64_t seq_ns;      /* when the batch holding it was received */
     uint64_t first_seq;   /* the oldest sequence a point may name (the horizon) */
+    uint64_t base_seq;    /* the replica base holds the disks as of this sequence (0: empty) */
     bool has_point;
     pts_point_t latest;   /* the newest catalogued point, if has_point */
 } pts_machine_t;
 
+#define PTS_DEFAULT_RETENTION_NS (24ull * 3600 * 1000000000ull)
+#define PTS_MAX_RETENTION_NS (30ull * 24 * 3600 * 1000000000ull)
+#define PTS_MIN_RETENTION_NS (60ull * 1000000000ull)
+
+/* A machine's own retention window, overriding the default. */
+typedef struct pts_retention {
+    const char *machine;
+    uint64_t window_ns;
+} pts_retention_t;
+
 typedef struct pts_options {
     uint32_t cadence_ms; /* crash points while a machine writes; 0 = default */
+    const char *base_dir; /* replica base images: base_dir/MACHINE/DISK.img; NULL = no retention */
+    uint64_t retention_ns; /* how long points are kept; 0 = PTS_DEFAULT_RETENTION_NS */
+    const pts_retention_t *per_machine; /* copied */
+    size_t nper_machine;
+    uint32_t retain_every_ms; /* how often the processor runs retention; 0 = every 10 s */
+    bool no_auto_retain;  /* tests: retention only through pts_retain() */
+    bool retire_journal;  /* retire journal segments once folded (needs ingest
+                             to take machines' state from the index) */
 } pts_options_t;
 
 /*
@@ -104,6 +123,10 @@ int pts_sync(pts_t *p, int timeout_ms);
 int pts_machine(pts_t *p, const char *name, pts_machine_t *out);
 /* All machines sorted by name: *out (tm_free it) and *n. 0 or -ENOMEM. */
 int pts_machines(pts_t *p, pts_machine_t **out, size_t *n);
+/* The same, with the journal position they reflect: every record below
+ * *next_lsn is in them (and possibly some after it), none of those from
+ * *next_lsn on is missing from the journal. For ingest's state at start. */
+int pts_machines_at(pts_t *p, pts_machine_t **out, size_t *n, uint64_t *next_lsn);
 
 /*
  * The "latest" selector: wait until everything received is processed
@@ -132,6 +155,27 @@ int pts_points(pts_t *p, const char *machine, const pts_query_t *q, pts_point_t 
  * (unknown machine), TM_ENOPOINT (valid, names no point; why says why).
  */
 int pts_resolve(pts_t *p, const char *machine, const char *selector, pts_point_t *out, char *why, size_t whylen);
+
+/*
+ * Retention, as if the time were now_ns (docs/index-format.md, "Retention"):
+ * thin each machine's points, drop those past its window (never its newest
+ * point), move its horizon to the oldest point kept, fold the data before
+ * the horizon into the replica base, and retire journal segments no index
+ * entry needs any more. The processor runs it on its own every
+ * retain_every_ms; this call runs it now and waits. 0 or an error.
+ */
+int pts_retain(pts_t *p, uint64_t now_ns);
+
+/* The replica base image of a machine's disk, into buf. */
+void pts_base_path(const pts_t *p, const char *machine, const char *disk, char *buf, size_t len);
+
+/*
+ * Keep the horizon of machine mid at or below seq while a reader uses it:
+ * 0, or TM_ENOPOINT when seq is already past the horizon. Every pin is
+ * released with pts_unpin.
+ */
+int pts_pin(pts_t *p, uint32_t mid, uint64_t seq);
+void pts_unpin(pts_t *p, uint32_t mid, uint64_t seq);
 
 /* Parse RFC 3339 ("2026-11-27T10:00:00Z", fractions and +hh:mm offsets
  * allowed) into ns since the epoch. 0 or TM_EINVAL. */

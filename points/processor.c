@@ -252,9 +252,11 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
     uint64_t last = m->first_seq + m->count - 1u;
     r->m.seq = last;
     r->m.seq_ns = b.recv_ns;
-    uint8_t tk[PTS_TIME_KEY_LEN];
+    uint8_t tk[PTS_TIME_KEY_LEN], tv[PTS_TIME_VAL_LEN];
     pts_key_time(tk, r->m.id, b.recv_ns, last);
-    pts_wb_put(p->wb, tk, sizeof tk, "", 0);
+    pts_tbatch_t tb = {.first_seq = m->first_seq, .lsn = rec->lsn, .pos = rec->pos};
+    pts_val_time(tv, &tb);
+    pts_wb_put(p->wb, tk, sizeof tk, tv, sizeof tv);
     if (!r->m.has_point || b.recv_ns >= r->m.latest.time_ns + p->cadence_ns)
         pts__cut(p, r, PTS_KIND_CRASH, NULL, 0, last, b.recv_ns);
     pts__put_machine(p, r);
@@ -383,6 +385,22 @@ static int pts__cycle(pts_t *p)
     }
     if (caught_up)
         pts__idle_cuts(p);
+    {
+        /* also under a steady load that never lets the processor idle */
+        uint64_t now = tm_now_ns();
+        if (p->auto_retain && now >= p->last_retain_ns + p->retain_every_ns) {
+            p->last_retain_ns = now;
+            if (n || pts_wb_count(p->wb)) {
+                rc = pts__commit(p);
+                if (rc)
+                    return rc;
+                n = 0;
+            }
+            /* a retention failure is logged and tried again next time:
+             * it never stops processing */
+            pts__retain_locked(p, now);
+        }
+    }
     if (n || pts_wb_count(p->wb)) {
         rc = pts__commit(p);
         if (rc)

@@ -19,10 +19,24 @@
 #include "points/points.h"
 #include "wire/msg.h"
 
+typedef struct pts_pin {
+    uint32_t mid;
+    uint64_t seq;
+} pts_pin_t;
+
 struct pts {
     jnl_t *jnl;
     pts_index_t *ix;
     uint64_t cadence_ns;
+    /* retention (retention.c) */
+    char *base_dir;
+    uint64_t retention_ns;
+    pts_retention_t *per; /* names owned */
+    size_t nper;
+    uint64_t retain_every_ns;
+    bool auto_retain;
+    bool retire_journal;
+    uint64_t last_retain_ns; /* under wmu */
     pthread_t thread;
     bool started;
 
@@ -51,6 +65,8 @@ struct pts {
     size_t names_cap;
     pts_stats_t stats;
     jnl_pos_t pub_pos;   /* next_pos as of the last commit */
+    pts_pin_t *pins;     /* readers' sequences the horizon must not pass */
+    size_t npins, pins_cap;
     bool stop;
 };
 
@@ -69,6 +85,10 @@ bool pts__cut(pts_t *p, pts_mrec_t *r, pts_kind_t kind, const char *tag, uint64_
               uint64_t time_ns);
 /* Commit wb with the position and publish the dirty machines. Under wmu. */
 int pts__commit(pts_t *p);
+
+/* Retention (retention.c): a machine's window; one pass. Under wmu. */
+uint64_t pts__window(const pts_t *p, const char *machine);
+int pts__retain_locked(pts_t *p, uint64_t now);
 
 /* Load everything from the index at open (load.c). */
 int pts__load(pts_t *p, char *err, size_t errlen);
