@@ -525,8 +525,17 @@ static void handle_frame(agent_client_t *c)
         uint8_t kind;
         uint64_t id;
         char name[WIRE_MAX_NAME + 1];
+        if (c->state != ST_STREAMING) {
+            /* Before WELCOME the stream has no resume point to tag at. */
+            client_drop(c, "server %s sent an unexpected TAG_REQUEST", c->server);
+            return;
+        }
         if ((rc = wire_dec_tag_request(body, len, &kind, &id, name, reason, sizeof reason)) != 0) {
             client_drop(c, "server %s sent a bad TAG_REQUEST: %s", c->server, reason);
+            return;
+        }
+        if (c->cbs.tag) {
+            c->cbs.tag(c, kind, id, name, c->arg);
             return;
         }
         /* A tag the server asked for is never refused for lack of room: it

@@ -46,6 +46,10 @@ typedef struct agent_client_cbs {
     /* The server sent STOP: take no new writes; what is held is still sent.
      * Optional. */
     void (*stop)(agent_client_t *c, const char *reason, void *arg);
+    /* The server sent TAG_REQUEST (kind WIRE_TAG_*, id, a wire name): the
+     * producer tags its stream (agent/quiesce.h). Optional: without it the
+     * client appends the tag to the stream at once, whatever its kind. */
+    void (*tag)(agent_client_t *c, uint8_t kind, uint64_t id, const char *name, void *arg);
 } agent_client_cbs_t;
 
 typedef struct agent_client_opts {

@@ -24,7 +24,11 @@
  * at once. Everything about record seq (kind, disk, offset, length, bytes,
  * tag id and name) is a pure function of (workload, seq): a restarted replay agent
  * regenerates exactly the records the server is missing after its WELCOME,
- * and a test can check every journaled record against the generator.
+ * and a test can check every journaled record against the generator. A tag
+ * the appliance asks for (TAG_REQUEST) is the exception: it takes the next
+ * sequence, and the generator's record of that sequence is never made. An
+ * app tag's quiesce pauses generating (agent/quiesce.h) and runs the
+ * scripts like the tap agent's.
  */
 #ifndef TM_AGENT_REPLAY_H
 #define TM_AGENT_REPLAY_H
@@ -84,6 +88,9 @@ typedef struct agent_replay_opts {
     const uint8_t *secret;  /* AGENT_SECRET_LEN bytes */
     agent_workload_t workload;
     size_t queue_bytes;     /* the stream's bound; 0 default */
+    const char *pre_script; /* app tags (agent/quiesce.h); NULL none */
+    const char *post_script;
+    unsigned script_timeout_ms; /* 0: AGENT_SCRIPT_TIMEOUT_MS */
 } agent_replay_opts_t;
 
 /* Run the workload until it is generated and acknowledged (or a second

@@ -59,6 +59,7 @@
 #include <uv.h>
 
 #include "agent/client.h"
+#include "agent/quiesce.h"
 #include "agent/stream.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -79,7 +80,7 @@ typedef struct piece {
 
 typedef struct tap tap_t;
 
-typedef enum { W_NONE, W_ROOM, W_LOCAL, W_QUEUE, W_ACK } tap_where_t;
+typedef enum { W_NONE, W_HELD, W_ROOM, W_LOCAL, W_QUEUE, W_ACK } tap_where_t;
 
 typedef struct tap_io {
     struct tap_io *next;
@@ -131,6 +132,13 @@ struct tap {
     unsigned ndisks;
     tap_io_t *room_head, *room_tail;
     tap_io_t *queue_head, *queue_tail;
+    /* an app tag's quiesce: new write-likes wait in `held` (before admission)
+     * until it is done; `local` counts those on the file, for the drain */
+    agent_quiesce_t *q;
+    bool holding;
+    tap_io_t *held_head, *held_tail;
+    unsigned nheld;
+    unsigned local;
     tap_io_t *ack_head;
     size_t reserved;
     bool stopped;
@@ -155,6 +163,7 @@ static tap_t *tap_self;
 static void tap_drain(tap_t *t);
 static void tap_admit(tap_t *t);
 static void tap_check_exit(tap_t *t);
+static void tap_close_quiesce(tap_t *t);
 static void tap_copy_pump(tap_t *t);
 static bool tap_copy_step(tap_t *t, tap_io_t *x);
 static void tap_copy_chunk_done(tap_t *t, tap_io_t *x);
@@ -236,6 +245,8 @@ static void tap_on_local(nbd_io_t *io, int status, void *arg)
     tap_io_t *x = arg;
     (void)io;
     tap_t *t = x->tap;
+    if (x->io->kind != NBD_IO_FLUSH)
+        t->local--;
     if (x->io->kind == NBD_IO_FLUSH) {
         x->local_done = true;
         if (status != 0)
@@ -296,6 +307,7 @@ static void tap_plan(tap_io_t *x)
 static void tap_submit_local(tap_io_t *x)
 {
     x->where = W_LOCAL;
+    x->tap->local++;
     nbd_file_submit(x->io->export, x->io, tap_on_local, x);
 }
 
@@ -313,6 +325,9 @@ static void tap_admit(tap_t *t)
         tap_submit_local(x);
     }
     tap_copy_pump(t);
+    /* Whatever moved here may have finished an app tag's drain. */
+    if (t->q && t->holding)
+        agent_quiesce_check(t->q);
 }
 
 static void tap_writelike(nbd_io_t *io)
@@ -332,6 +347,16 @@ static void tap_writelike(nbd_io_t *io)
     x->disk = tap_disk_of(t, io->export);
     io->data = x;
     tap_plan(x);
+    if (t->holding) {
+        /* An app tag is being taken: this write comes after it. Not even
+         * applied to the file yet, so the tag's point cannot contain it. */
+        x->where = W_HELD;
+        list_push(&t->held_head, &t->held_tail, x);
+        t->nheld++;
+        tm_debug("tap: a write to %s at %llu is held until the app tag is in the stream (%u held)",
+                 t->disks[x->disk].name, (unsigned long long)io->offset, t->nheld);
+        return;
+    }
     x->where = W_ROOM;
     list_push(&t->room_head, &t->room_tail, x);
     tap_admit(t);
@@ -369,6 +394,9 @@ static void tap_cancel(nbd_io_t *io)
         return;
     tap_t *t = x->tap;
     if (x->where == W_ROOM && list_remove(&t->room_head, &t->room_tail, x)) {
+        tap_complete(x, -ESHUTDOWN);
+    } else if (x->where == W_HELD && list_remove(&t->held_head, &t->held_tail, x)) {
+        t->nheld--;
         tap_complete(x, -ESHUTDOWN);
     } else if (x->where == W_ACK && x->local_done && list_remove(&t->ack_head, NULL, x)) {
         tap_complete(x, -ESHUTDOWN);
@@ -598,7 +626,8 @@ static void on_copy_timer(uv_timer_t *h)
  * client write waits for room. */
 static void tap_copy_pump(tap_t *t)
 {
-    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down)
+    /* Not during a quiesce either: its drain waits for the queue to empty. */
+    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down || t->holding)
         return;
     unsigned d;
     for (d = 0; d < t->ndisks; d++)
@@ -696,6 +725,50 @@ static void tap_on_acked(agent_client_t *c, uint64_t durable, void *arg)
     tap_check_exit(t);
 }
 
+static void tap_on_tag(agent_client_t *c, uint8_t kind, uint64_t id, const char *name, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    agent_quiesce_request(t->q, kind, id, name);
+}
+
+/* ---- the quiesce's hooks (agent/quiesce.h) ------------------------------------------ */
+
+static void tap_hold(void *arg)
+{
+    tap_t *t = arg;
+    t->holding = true;
+}
+
+/* Every write-like accepted before the hold is in the stream: none waits
+ * for room, none is on the file, the append queue is empty (a copy chunk in
+ * it counts too: the copy does not start another one while holding). */
+static bool tap_drained(void *arg)
+{
+    tap_t *t = arg;
+    return !t->room_head && t->local == 0 && !t->queue_head;
+}
+
+static void tap_unhold(void *arg)
+{
+    tap_t *t = arg;
+    bool was = t->holding;
+    t->holding = false;
+    if (was && t->nheld)
+        tm_info("tap: releasing %u write(s) held during the app tag", t->nheld);
+    /* In the order they came, behind anything already waiting for room. */
+    while (t->held_head) {
+        tap_io_t *x = t->held_head;
+        t->held_head = x->next;
+        x->where = W_ROOM;
+        list_push(&t->room_head, &t->room_tail, x);
+    }
+    t->held_tail = NULL;
+    t->nheld = 0;
+    tap_admit(t);
+    tap_check_exit(t);
+}
+
 static void tap_on_stop(agent_client_t *c, const char *reason, void *arg)
 {
     tap_t *t = arg;
@@ -711,9 +784,19 @@ static void on_closed_handle(uv_handle_t *h)
     (void)h;
 }
 
+static void tap_close_quiesce(tap_t *t)
+{
+    if (!t->q)
+        return;
+    agent_quiesce_close(t->q);
+    t->q = NULL;
+    t->holding = false;
+}
+
 static void tap_check_exit(tap_t *t)
 {
-    if (!t->shutting_down || t->finishing || t->srv || !agent_stream_all_acked(&t->stream))
+    if (!t->shutting_down || t->finishing || t->srv || (t->q && agent_quiesce_busy(t->q)) ||
+        !agent_stream_all_acked(&t->stream))
         return;
     t->finishing = true;
     printf("tap: stopped; every record acknowledged up to sequence %llu\n",
@@ -722,6 +805,7 @@ static void tap_check_exit(tap_t *t)
     uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
     uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
     uv_close((uv_handle_t *)&t->copy_timer, on_closed_handle);
+    tap_close_quiesce(t);
     agent_client_close(t->client, NULL, NULL);
     t->client = NULL;
 }
@@ -748,6 +832,7 @@ static void on_signal(uv_signal_t *h, int signum)
         uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
         uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
         uv_close((uv_handle_t *)&t->copy_timer, on_closed_handle);
+        tap_close_quiesce(t);
         if (t->client)
             agent_client_close(t->client, NULL, NULL);
         t->client = NULL;
@@ -862,7 +947,8 @@ int agent_tap_run(const agent_tap_opts_t *o)
         .compress = true,
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
-    agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop};
+    agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop,
+                              .tag = tap_on_tag};
     rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {
@@ -870,6 +956,17 @@ int agent_tap_run(const agent_tap_opts_t *o)
         code = 2;
         goto free_fb;
     }
+    agent_quiesce_opts_t qo = {.pre_script = o->pre_script, .post_script = o->post_script,
+                               .timeout_ms = o->script_timeout_ms};
+    agent_quiesce_hooks_t qh = {.hold = tap_hold, .drained = tap_drained, .release = tap_unhold};
+    if ((rc = agent_quiesce_new(&t->loop, &qo, &t->stream, &qh, t, &t->q)) != 0) {
+        tm_error("tap: %s", tm_strerror(rc));
+        agent_client_close(t->client, NULL, NULL);
+        t->client = NULL;
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        goto free_fb;
+    }
+    agent_quiesce_set_client(t->q, t->client);
     tap_self = t;
     if ((rc = nbd_server_new(&t->loop, &tap_ops, t, &t->srv)) != 0 ||
         (rc = nbd_server_listen(t->srv, o->listen)) != 0) {
@@ -877,6 +974,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
         if (t->srv)
             nbd_server_close(t->srv, NULL, NULL);
         t->srv = NULL;
+        tap_close_quiesce(t);
         agent_client_close(t->client, NULL, NULL);
         t->client = NULL;
         uv_run(&t->loop, UV_RUN_DEFAULT);

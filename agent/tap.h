@@ -11,6 +11,13 @@
  * whole first, through the same ordered queue as the clients' writes, while
  * they go on: its initial copy (all-zero chunks skipped, then a SYNCED
  * record). tap.c explains why a write and a copy chunk cannot be reordered.
+ *
+ * An app tag the appliance asks for is a quiesce (agent/quiesce.h): the
+ * pre-script, then new WRITE, TRIM and WRITE_ZEROES requests are held (not
+ * applied, not failed) until every one accepted before is in the stream, the
+ * tag is appended, the post-script has run; then they go on in order.
+ * FLUSH is never held: it covers only writes that completed before it, and
+ * a held write has not.
  */
 #ifndef TM_AGENT_TAP_H
 #define TM_AGENT_TAP_H
@@ -34,6 +41,9 @@ typedef struct agent_tap_opts {
     unsigned ndisks;
     size_t queue_bytes;           /* the stream's bound; 0 default */
     uint64_t copy_rate;           /* initial copy: bytes/s read from the disks; 0 unlimited */
+    const char *pre_script;       /* app tags: run before holding writes (agent/quiesce.h); NULL none */
+    const char *post_script;      /* app tags: run after the tag, before releasing writes; NULL none */
+    unsigned script_timeout_ms;   /* each script's time limit; 0: AGENT_SCRIPT_TIMEOUT_MS */
 } agent_tap_opts_t;
 
 /* Serve until SIGINT/SIGTERM, then stop taking requests and wait for the

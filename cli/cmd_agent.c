@@ -18,10 +18,11 @@
 static void agent_usage(FILE *out)
 {
     fputs("usage: tidemark agent replay --server ADDR --machine NAME --secret-file F --workload SPEC\n"
-          "                             [--queue BYTES]\n"
+          "                             [--queue BYTES] [TAG OPTIONS]\n"
           "       tidemark agent tap    --server ADDR --machine NAME --secret-file F\n"
           "                             --disk NAME=FILE [--disk NAME=FILE ...] --listen ADDR [--queue BYTES]\n"
-          "                             [--copy-rate BYTES]\n"
+          "                             [--copy-rate BYTES] [TAG OPTIONS]\n"
+          "  TAG OPTIONS: [--pre-script CMD] [--post-script CMD] [--script-timeout SECONDS]\n"
           "\n"
           "  replay  stream a seeded synthetic workload; SPEC is key=value,... of\n"
           "          disks=N size=BYTES rate=BYTES/s bs=4k:70,64k:30 locality=0..1\n"
@@ -29,6 +30,10 @@ static void agent_usage(FILE *out)
           "  tap     serve each raw image FILE over NBD as export NAME on ADDR and stream\n"
           "          every write made through it; a disk the appliance has no copy of yet\n"
           "          is sent whole first (--copy-rate: at most BYTES/s read for that, K/M/G)\n"
+          "  An app-consistent tag the appliance asks for runs the pre-script (/bin/sh -c\n"
+          "  CMD; TIDEMARK_TAG_NAME and TIDEMARK_TAG_ID set), holds new writes until\n"
+          "  the tag is in the stream, runs the post-script, then lets them go on; a\n"
+          "  failed pre-script means no app tag. Each script is killed after SECONDS (60).\n"
           "  ADDR is HOST:PORT or [IPv6]:PORT; the secret file holds the 64 hex\n"
           "  characters `tidemark machine add NAME` printed.\n",
           out);
@@ -88,6 +93,8 @@ int cli_cmd_agent(int argc, char **argv)
 
     const char *server = NULL, *machine = NULL, *secret_file = NULL, *workload = NULL, *listen = NULL;
     size_t queue = 0, copy_rate = 0;
+    const char *pre_script = NULL, *post_script = NULL;
+    unsigned script_timeout_ms = 0;
     agent_tap_disk_t disks[WIRE_MAX_DISKS];
     unsigned ndisks = 0;
     for (int i = 2; i < argc; i++) {
@@ -112,6 +119,18 @@ int cli_cmd_agent(int argc, char **argv)
                 fprintf(stderr, "tidemark agent: --copy-rate %s: bytes per second (K/M/G suffixes) above 0\n", v);
                 return CLI_EXIT_USAGE;
             }
+        } else if ((v = opt_value(argc, argv, &i, "--pre-script"))) {
+            pre_script = v;
+        } else if ((v = opt_value(argc, argv, &i, "--post-script"))) {
+            post_script = v;
+        } else if ((v = opt_value(argc, argv, &i, "--script-timeout"))) {
+            char *end;
+            double secs = strtod(v, &end);
+            if (end == v || *end || !(secs >= 0.001 && secs <= 86400)) {
+                fprintf(stderr, "tidemark agent: --script-timeout %s: seconds, from 0.001 to 86400\n", v);
+                return CLI_EXIT_USAGE;
+            }
+            script_timeout_ms = (unsigned)(secs * 1000.0 + 0.5);
         } else if (tap && (v = opt_value(argc, argv, &i, "--disk"))) {
             const char *eq = strchr(v, '=');
             if (!eq || eq == v || !eq[1] || (size_t)(eq - v) > WIRE_MAX_NAME) {
@@ -169,7 +188,9 @@ int cli_cmd_agent(int argc, char **argv)
 
     int code;
     if (replay) {
-        agent_replay_opts_t ro = {.server = server, .machine = machine, .secret = secret, .queue_bytes = queue};
+        agent_replay_opts_t ro = {.server = server, .machine = machine, .secret = secret, .queue_bytes = queue,
+                                  .pre_script = pre_script, .post_script = post_script,
+                                  .script_timeout_ms = script_timeout_ms};
         if (agent_workload_parse(workload, &ro.workload, err, sizeof err) != 0) {
             fprintf(stderr, "tidemark agent replay: %s\n", err);
             code = CLI_EXIT_USAGE;
@@ -179,7 +200,8 @@ int cli_cmd_agent(int argc, char **argv)
     } else {
         agent_tap_opts_t to = {.server = server, .machine = machine, .secret = secret, .listen = listen,
                                .disks = disks, .ndisks = ndisks, .queue_bytes = queue,
-                               .copy_rate = copy_rate};
+                               .copy_rate = copy_rate, .pre_script = pre_script,
+                               .post_script = post_script, .script_timeout_ms = script_timeout_ms};
         code = agent_tap_run(&to);
     }
     memset(secret, 0, sizeof secret);

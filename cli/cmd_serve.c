@@ -1,14 +1,15 @@
 /*
- * `tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]`
+ * `tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR] [--api ADDR]`
  *
  * The appliance opens (and so recovers) its journal, reports what it found
- * on stdout, starts ingest (agents connect on --agents) and runs a libuv loop
- * until SIGINT or SIGTERM; then it closes the listener and the connections,
- * lets the journal appends already made complete, closes the journal and
- * exits 0. Settings: embedded defaults, then the config file, then flags
- * (config.h). The listeners of the later stages (--api, --nbd) are not
- * accepted yet: each comes with its stage, and until then it is an unknown
- * option.
+ * on stdout, opens the index and starts the processor (points/), starts
+ * ingest (agents connect on --agents) and the API (--api), and runs a libuv
+ * loop until SIGINT or SIGTERM. Then, in this order: the API closes (its
+ * requests finish, its jobs are cancelled), the processor stops, ingest
+ * closes its listener and connections and lets the journal appends already
+ * made complete, the journal closes, and it exits 0. Settings: embedded
+ * defaults, then the config file, then flags (config.h). The NBD listener
+ * (--nbd) comes with the failover stage.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,14 +29,17 @@
 #include "base/log.h"
 #include "cli/cmd.h"
 #include "cli/config.h"
+#include "cli/serve_api.h"
 #include "ingest/ingest.h"
 #include "journal/journal.h"
+#include "points/points.h"
 
 typedef struct cli_serve_flags {
     const char *data;
     const char *config;
     const char *segment_size;
     const char *agents;
+    const char *api;
 } cli_serve_flags_t;
 
 typedef struct cli_serve {
@@ -45,6 +49,9 @@ typedef struct cli_serve {
     jnl_t *jnl;
     const cli_config_t *cfg;
     ingest_t *ingest;
+    pts_t *pts;
+    cli_api_t api;
+    bool api_up;
     bool stopping;
     bool reported; /* the failure was already explained */
 } cli_serve_t;
@@ -52,14 +59,17 @@ typedef struct cli_serve {
 static void cli__serve_usage(FILE *out)
 {
     fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]\n"
+          "                      [--api ADDR]\n"
           "  --data DIR            data folder (default " CLI_DEFAULT_DATA ", created 0700)\n"
           "  --config FILE         settings file: `key = value` lines, keys data,\n"
-          "                        journal.segment_size, agents, ingest.window,\n"
-          "                        ingest.budget and ingest.handshake_timeout; flags\n"
-          "                        override it\n"
+          "                        journal.segment_size, agents, api, ingest.window,\n"
+          "                        ingest.budget, ingest.handshake_timeout and\n"
+          "                        points.cadence; flags override it\n"
           "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n"
           "  --agents ADDR         where agents connect, HOST:PORT or [V6]:PORT\n"
-          "                        (default " CLI_DEFAULT_AGENTS "; port 0 picks a free port)\n",
+          "                        (default " CLI_DEFAULT_AGENTS "; port 0 picks a free port)\n"
+          "  --api ADDR            the HTTP/JSON API for the orchestrator and the\n"
+          "                        command line (default " CLI_DEFAULT_API ")\n",
           out);
 }
 
@@ -86,8 +96,8 @@ static int cli__opt_value(int argc, char **argv, int *i, const char *name, const
 /* 0, or the exit status to return (usage already printed). */
 static int cli__serve_parse(int argc, char **argv, cli_serve_flags_t *fl, bool *help)
 {
-    static const char *const names[] = {"--data", "--config", "--segment-size", "--agents"};
-    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size, &fl->agents};
+    static const char *const names[] = {"--data", "--config", "--segment-size", "--agents", "--api"};
+    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size, &fl->agents, &fl->api};
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -150,6 +160,19 @@ static int cli__serve_settings(const cli_serve_flags_t *fl, cli_config_t *cfg)
             return CLI_EXIT_USAGE;
         }
         if (cli_config_set_agents(cfg, fl->agents) != 0) {
+            fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
+            return CLI_EXIT_FAIL;
+        }
+    }
+    if (fl->api) {
+        struct sockaddr_storage ss;
+        if (tm_addr_parse(fl->api, &ss) != 0) {
+            fprintf(stderr, "tidemark: serve: --api: '%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)\n",
+                    fl->api);
+            cli__serve_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+        if (cli_config_set_api(cfg, fl->api) != 0) {
             fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
             return CLI_EXIT_FAIL;
         }
@@ -276,6 +299,17 @@ static void cli__raise_nofile(void)
     printf("tidemark: open files up to %llu (each agent takes one)\n", (unsigned long long)rl.rlim_cur);
 }
 
+/* The API is closed: stop the processor (it reads the journal), then
+ * ingest, whose end closes the journal. */
+static void cli__api_stopped(void *arg)
+{
+    cli_serve_t *s = arg;
+    s->api_up = false;
+    pts_close(s->pts);
+    s->pts = NULL;
+    ingest_stop(s->ingest, cli__ingest_stopped, s);
+}
+
 static void cli__on_signal(uv_signal_t *h, int signum)
 {
     cli_serve_t *s = h->data;
@@ -283,7 +317,10 @@ static void cli__on_signal(uv_signal_t *h, int signum)
         return;
     s->stopping = true;
     tm_info("tidemark: received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    ingest_stop(s->ingest, cli__ingest_stopped, s);
+    if (s->api_up)
+        cli_api_stop(&s->api, cli__api_stopped, s);
+    else
+        cli__api_stopped(s);
 }
 
 /* Run until a signal; the journal is closed by then. 0 or a libuv error. */
@@ -339,6 +376,22 @@ static int cli__serve_loop(cli_serve_t *s)
                ingest_machine_state_name(mi.state), mi.synced, mi.ndisks, mi.ndisks == 1 ? "" : "s",
                mi.durable_seq);
     }
+
+    rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->cfg->data_dir, TM_VERSION, s->cfg->api,
+                       err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: api: %s\n", err);
+        s->reported = true;
+        rc = UV_EINVAL;
+        /* ingest runs: stop it the way a signal would, then leave */
+        s->stopping = true;
+        cli__api_stopped(s);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        goto out_close_loop;
+    }
+    s->api_up = true;
+    cli_api_address(&s->api, addr, sizeof addr);
+    printf("tidemark: api on %s (token in %s/%s)\n", addr, s->cfg->data_dir, TM_API_TOKEN_FILE);
 
     /* Printed only once the handlers are in place, so whoever waits for this
      * line may signal us at once. */
@@ -416,12 +469,32 @@ int cli_cmd_serve(int argc, char **argv)
     }
     cli__report(cfg.data_dir, jdir, &opts, s.jnl);
 
+    char idir[PATH_MAX + 16], bdir[PATH_MAX + 16], perr[512];
+    snprintf(idir, sizeof idir, "%s/%s", cfg.data_dir, CLI_INDEX_SUBDIR);
+    snprintf(bdir, sizeof bdir, "%s/%s", cfg.data_dir, CLI_BASE_SUBDIR);
+    pts_options_t popts = {.cadence_ms = cfg.points_cadence_ms,
+                           .base_dir = bdir,
+                           .retention_ns = cfg.retention_ns,
+                           .per_machine = cfg.retention,
+                           .nper_machine = cfg.nretention};
+    rc = pts_open(idir, s.jnl, &popts, &s.pts, perr, sizeof perr);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: cannot open the index in %s: %s\n", idir, perr);
+        jnl_destroy(s.jnl);
+        goto out_free_cfg;
+    }
+    pts_stats_t pst;
+    pts_get_stats(s.pts, &pst);
+    printf("  index:       %s (processed up to journal record %" PRIu64 ", points every %u ms)\n", idir,
+           pst.next_lsn ? pst.next_lsn - 1 : 0, cfg.points_cadence_ms ? cfg.points_cadence_ms : PTS_DEFAULT_CADENCE_MS);
+
     s.cfg = &cfg;
     rc = cli__serve_loop(&s);
     if (rc != 0 && !s.reported)
         fprintf(stderr, "tidemark: event loop: %s\n", uv_strerror(rc));
     else if (rc == 0)
         status = CLI_EXIT_OK;
+    pts_close(s.pts); /* when the loop failed before the stop sequence */
     if (s.jnl) {
         /* The loop failed before a signal closed the journal. */
         jnl_close(s.jnl);

@@ -9,6 +9,8 @@
 
 #include "base/addr.h"
 #include "base/err.h"
+#include "points/points.h"
+#include "wire/wire.h"
 #include "base/mem.h"
 #include "ingest/ingest.h"
 
@@ -23,7 +25,18 @@ int cli_config_defaults(cli_config_t *cfg)
     cfg->ingest_window = 0;
     cfg->ingest_budget = 0;
     cfg->ingest_handshake_ms = 0;
-    return cfg->data_dir && cfg->agents ? 0 : -ENOMEM;
+    cfg->api = tm_strdup(CLI_DEFAULT_API);
+    return cfg->data_dir && cfg->agents && cfg->api ? 0 : -ENOMEM;
+}
+
+int cli_config_set_api(cli_config_t *cfg, const char *addr)
+{
+    char *copy = tm_strdup(addr);
+    if (!copy)
+        return -ENOMEM;
+    tm_free(cfg->api);
+    cfg->api = copy;
+    return 0;
 }
 
 int cli_config_set_agents(cli_config_t *cfg, const char *addr)
@@ -52,6 +65,13 @@ void cli_config_free(cli_config_t *cfg)
     cfg->data_dir = NULL;
     tm_free(cfg->agents);
     cfg->agents = NULL;
+    tm_free(cfg->api);
+    cfg->api = NULL;
+    for (size_t i = 0; i < cfg->nretention; i++)
+        tm_free((char *)cfg->retention[i].machine);
+    tm_free(cfg->retention);
+    cfg->retention = NULL;
+    cfg->nretention = cfg->retention_cap = 0;
 }
 
 static void cli__fmt_size(uint64_t v, char *buf, size_t len)
@@ -144,6 +164,69 @@ out_not_duration:
 out_too_big:
     snprintf(err, errlen, "%s %s is above the maximum of %u s", what, s, max_ms / 1000);
     return TM_EINVAL;
+}
+
+int cli_config_parse_window(const char *s, const char *what, uint64_t *out, char *err, size_t errlen)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        goto out_not_window;
+    for (; isdigit((unsigned char)*p); p++) {
+        v = v * 10 + (unsigned)(*p - '0');
+        if (v > 1000000000u)
+            goto out_range;
+    }
+    uint64_t unit;
+    if (strcmp(p, "m") == 0)
+        unit = 60;
+    else if (strcmp(p, "h") == 0)
+        unit = 3600;
+    else if (strcmp(p, "d") == 0)
+        unit = 86400;
+    else if (strcmp(p, "s") == 0 || *p == '\0')
+        unit = 1;
+    else
+        goto out_not_window;
+    v *= unit * 1000000000ull;
+    if (v < PTS_MIN_RETENTION_NS || v > PTS_MAX_RETENTION_NS)
+        goto out_range;
+    *out = v;
+    return 0;
+out_not_window:
+    snprintf(err, errlen, "'%s' is not a duration (a number followed by s, m, h or d)", s);
+    return TM_EINVAL;
+out_range:
+    snprintf(err, errlen, "%s %s is outside 1m to 30d", what, s);
+    return TM_EINVAL;
+}
+
+/* points.retention.NAME: a machine's own window. */
+static int cli__set_machine_window(cli_config_t *cfg, const char *name, const char *value, char *err,
+                                   size_t errlen)
+{
+    if (!wire_name_ok(name)) {
+        snprintf(err, errlen, "'%s' is not a machine name", name);
+        return TM_EINVAL;
+    }
+    uint64_t ns;
+    int rc = cli_config_parse_window(value, "points.retention", &ns, err, errlen);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < cfg->nretention; i++) {
+        if (strcmp(cfg->retention[i].machine, name) == 0) {
+            cfg->retention[i].window_ns = ns;
+            return 0;
+        }
+    }
+    if (cfg->nretention == cfg->retention_cap &&
+        tm_grow((void **)&cfg->retention, &cfg->retention_cap, cfg->nretention + 1, sizeof *cfg->retention) != 0)
+        return -ENOMEM;
+    char *copy = tm_strdup(name);
+    if (!copy)
+        return -ENOMEM;
+    cfg->retention[cfg->nretention++] = (pts_retention_t){copy, ns};
+    return 0;
 }
 
 int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen)
@@ -243,12 +326,14 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
         return cli__set_data_relative(cfg, path, value);
     if (strcmp(key, "journal.segment_size") == 0)
         return cli_config_parse_segment_size(value, &cfg->segment_size, err, errlen);
-    if (strcmp(key, "agents") == 0) {
+    if (strcmp(key, "agents") == 0 || strcmp(key, "api") == 0) {
         struct sockaddr_storage ss;
         if (tm_addr_parse(value, &ss) != 0) {
             snprintf(err, errlen, "'%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)", value);
             return TM_EINVAL;
         }
+        if (strcmp(key, "api") == 0)
+            return cli_config_set_api(cfg, value);
         return cli_config_set_agents(cfg, value);
     }
     if (strcmp(key, "ingest.window") == 0)
@@ -260,9 +345,16 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
     if (strcmp(key, "ingest.handshake_timeout") == 0)
         return cli_config_parse_ms(value, "ingest.handshake_timeout", CLI_MIN_HANDSHAKE_MS, CLI_MAX_HANDSHAKE_MS,
                                    &cfg->ingest_handshake_ms, err, errlen);
+    if (strcmp(key, "points.retention") == 0)
+        return cli_config_parse_window(value, "points.retention", &cfg->retention_ns, err, errlen);
+    if (strncmp(key, "points.retention.", 17) == 0)
+        return cli__set_machine_window(cfg, key + 17, value, err, errlen);
+    if (strcmp(key, "points.cadence") == 0)
+        return cli_config_parse_ms(value, "points.cadence", PTS_MIN_CADENCE_MS, PTS_MAX_CADENCE_MS,
+                                   &cfg->points_cadence_ms, err, errlen);
     snprintf(err, errlen,
-             "unknown key '%s' (known: data, journal.segment_size, agents, ingest.window, ingest.budget, "
-             "ingest.handshake_timeout)",
+             "unknown key '%s' (known: data, journal.segment_size, agents, api, ingest.window, ingest.budget, "
+             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE)",
              key);
     return TM_EINVAL;
 }

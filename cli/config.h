@@ -1,6 +1,8 @@
 /*
- * Settings of `tidemark serve`: embedded defaults, then a config file, then
- * command-line flags; each later source overrides the earlier ones.
+ * Settings of `tidemark serve` (and of the client commands, which read its
+ * data folder and API address from the same file): embedded defaults, then
+ * a config file, then command-line flags; each later source overrides the
+ * earlier ones.
  *
  * Config file format: one `key = value` per line; blank lines and lines whose
  * first non-blank character is `#` are ignored, and ` #` after a value starts
@@ -11,6 +13,10 @@
  *                         of 1024) allowed
  *   agents                where agents connect: HOST:PORT or [V6]:PORT
  *                         (default 127.0.0.1:7707; port 0 picks a free one)
+ *   api                   the HTTP/JSON API (docs/api.md): where `tidemark
+ *                         serve` answers and where the client commands
+ *                         (status, points, materialize) connect; HOST:PORT
+ *                         or [V6]:PORT (default 127.0.0.1:7780)
  *   ingest.window         raw bytes an agent may send ahead of its acks
  *                         (default 16M, at least 1M, at most 1G)
  *   ingest.budget         bytes queued in the journal, all agents together,
@@ -23,9 +29,16 @@
  *                         AUTH before it gets ERROR(protocol) and is closed:
  *                         milliseconds, or a number with s or ms (default
  *                         30s, at least 100ms, at most 3600s)
+ *   points.retention      how long points are kept: a number followed by s, m,
+ *                         h or d (default 24h, at least 1m, at most 30d);
+ *                         older data is folded into the replica base
+ *   points.retention.NAME machine NAME's own window, same form
+ *   points.cadence        how often a crash-consistent point is cut while a
+ *                         machine writes: milliseconds, or a number with s
+ *                         or ms (default 1s, at least 100ms, at most 3600s)
  * An unknown key or a bad value is an error that names file:line.
  *
- * Keys for the later stages (api, nbd listeners) come with those stages;
+ * Keys for the later stages (the nbd listener) come with those stages;
  * until then they are unknown keys.
  */
 #ifndef TM_CLI_CONFIG_H
@@ -35,10 +48,14 @@
 #include <stdint.h>
 
 #include "journal/journal.h"
+#include "points/points.h"
 
 #define CLI_DEFAULT_DATA "./tidemark-data"
 #define CLI_DEFAULT_AGENTS "127.0.0.1:7707"
+#define CLI_DEFAULT_API "127.0.0.1:7780"
 #define CLI_JOURNAL_SUBDIR "journal"
+#define CLI_INDEX_SUBDIR "index"
+#define CLI_BASE_SUBDIR "base"
 
 /* Bounds on journal.segment_size: the journal's own minimum, and 1 TiB
  * above which preallocating a segment only wastes space. */
@@ -60,6 +77,11 @@ typedef struct cli_config {
     uint64_t ingest_window; /* 0 = ingest's default */
     uint64_t ingest_budget; /* 0 = ingest's default */
     uint32_t ingest_handshake_ms; /* 0 = ingest's default */
+    uint32_t points_cadence_ms;   /* 0 = the points stage's default */
+    uint64_t retention_ns;        /* 0 = the points stage's default */
+    pts_retention_t *retention;   /* per machine; names owned */
+    size_t nretention, retention_cap;
+    char *api;             /* owned: the API address (listen or connect) */
 } cli_config_t;
 
 /* Fill in the embedded defaults. 0 or -ENOMEM. */
@@ -82,6 +104,13 @@ int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_
 
 /* Replace cfg->agents with a copy of addr. 0 or -ENOMEM. */
 int cli_config_set_agents(cli_config_t *cfg, const char *addr);
+
+/* Parse a retention window: a number followed by s, m, h or d (no unit:
+ * seconds), within the points stage's bounds. 0 or TM_EINVAL. */
+int cli_config_parse_window(const char *s, const char *what, uint64_t *out, char *err, size_t errlen);
+
+/* Replace cfg->api with a copy of addr. 0 or -ENOMEM. */
+int cli_config_set_api(cli_config_t *cfg, const char *addr);
 
 /* Parse a byte count with an optional K/M/G suffix and check it against
  * [min, max]; what names the setting in messages. 0 or TM_EINVAL. */

@@ -4,8 +4,8 @@
  * failure, 2 a usage or config error. The environment variable TIDEMARK_LOG
  * (debug, info, warn, error) sets the lowest level logged; default info.
  *
- * The other commands of the design (status, points, failover, export,
- * materialize, agent, machine, ...) come with the stages that implement them.
+ * The other commands of the design (failover, export, commit, jobs, ...)
+ * come with the stages that implement them.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 
 #include "base/log.h"
 #include "cli/cmd.h"
+#include "cli/config.h"
 
 #ifndef TM_VERSION
 #error "TM_VERSION must be defined by the build (the CMake project version)"
@@ -35,6 +36,14 @@ void cli_usage(FILE *out)
           "  agent replay|tap ...    the agent of a protected machine: stream a synthetic\n"
           "                          workload, or tap local disk images served over NBD\n"
           "                          (tidemark agent help)\n"
+          "  status [--json]         the appliance's machines: state, lag, RPO, points\n"
+          "  points MACHINE [--kind K] [--since T] [--until T] [--limit N] [--json]\n"
+          "                          list a machine's recovery points, newest first\n"
+          "  materialize MACHINE --point SELECTOR --out DIR [--json]\n"
+          "                          write each disk's raw image at a point, with progress\n"
+          "  (status, points and materialize ask a running `tidemark serve` at --api ADDR,\n"
+          "  default " CLI_DEFAULT_API ", with the token in DATA/api.token: see\n"
+          "  tidemark COMMAND --help)\n"
           "  version                 print the version\n"
           "  help                    print this text\n",
           out);
@@ -77,6 +86,12 @@ int main(int argc, char **argv)
         return cli_cmd_machine(argc - 1, argv + 1);
     if (strcmp(cmd, "agent") == 0)
         return cli_cmd_agent(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cli_cmd_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "points") == 0)
+        return cli_cmd_points(argc - 1, argv + 1);
+    if (strcmp(cmd, "materialize") == 0)
+        return cli_cmd_materialize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("tidemark %s\n", TM_VERSION);
         return CLI_EXIT_OK;

@@ -90,6 +90,27 @@ int ingest_machine_at(const ingest_t *ig, size_t i, ingest_machine_info_t *out);
 /* One machine by name: 0, or TM_ENOTFOUND when ingest does not know it. */
 int ingest_machine_state(const ingest_t *ig, const char *name, ingest_machine_info_t *out);
 
+/*
+ * Ask a machine's agent for a tag: TAG_REQUEST (tag_kind WIRE_TAG_CRASH or
+ * WIRE_TAG_APP, id, name) on the machine's live session. The agent answers
+ * in its stream, not here: a crash tag is appended at once; for an app tag it
+ * runs its pre-script, holds new writes, drains the ones it accepted, appends
+ * the tag, runs its post-script and releases the writes
+ * (docs/agent-protocol.md, "Tag requests"). So 0 means sent, not tagged: the
+ * tag record arrives later in the stream, or never (a failed pre-script).
+ * id and name are the caller's (the point catalog's); name must pass
+ * wire_name_ok.
+ *
+ * Returns 0 when sent; TM_EINVAL for a bad name or kind (WIRE_TAG_GROUP is
+ * the consistency coordinator's, not asked for this way); TM_ENOTFOUND for a
+ * machine that is neither registered nor known from the journal; TM_ECLOSED
+ * when the machine has no connected, authenticated agent streaming right now
+ * (none, or its session is still in its handshake); -ENOMEM, or a libuv
+ * error when the frame could not be queued on the socket (the session is
+ * then closed and the agent reconnects).
+ */
+int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint64_t id, const char *name);
+
 typedef void (*ingest_stopped_cb)(void *arg);
 
 /*

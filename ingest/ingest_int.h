@@ -152,6 +152,10 @@ void ig_machines_free(ingest_t *ig);
 void ig_conn_frame(ig_conn_t *c);          /* a whole frame is in c->dec */
 void ig_conn_settled(ig_machine_t *m);     /* m->inflight reached 0 */
 void ig_conn_append_done(ig_append_t *a);  /* on the loop, in LSN order */
+/* The registry entry of name, re-reading DATA/machines.conf when the name is
+ * unknown and the file changed since it was read (machines added while
+ * serving); NULL when not registered. */
+const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name);
 
 /* server.c */
 void ig_conn_fail(ig_conn_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -141,9 +141,7 @@ void ig_conn_settled(ig_machine_t *m)
         ig__welcome(m->conn);
 }
 
-/* Look the machine up, re-reading the registry when the name is unknown and
- * the file changed (machines added while serving). */
-static const ingest_reg_entry_t *ig__lookup(ingest_t *ig, const char *name)
+const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name)
 {
     const ingest_reg_entry_t *e = ingest_registry_find(&ig->reg, name);
     if (e || !ingest_registry_changed(ig->data_dir, &ig->reg))
@@ -179,7 +177,7 @@ static void ig__on_hello(ig_conn_t *c)
         ig_conn_fail(c, rc, "%s", reason);
         return;
     }
-    const ingest_reg_entry_t *e = ig__lookup(ig, c->hello->machine);
+    const ingest_reg_entry_t *e = ig_registry_lookup(ig, c->hello->machine);
     /* An unknown machine is told no more than a wrong secret would be. */
     c->known = e != NULL;
     if (e)
@@ -425,4 +423,41 @@ void ig_conn_frame(ig_conn_t *c)
     }
     static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS"};
     ig_conn_fail(c, WIRE_E_PROTOCOL, "expected %s, got frame type 0x%x", want[c->state], type);
+}
+
+/* ---- requests from the appliance ------------------------------------------- */
+
+int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint64_t id, const char *name)
+{
+    char who[160];
+    wire_buf_t b = {0};
+
+    if (!machine || !name || !wire_name_ok(name) || (tag_kind != WIRE_TAG_CRASH && tag_kind != WIRE_TAG_APP))
+        return TM_EINVAL;
+    ig_machine_t *m = wire_name_ok(machine) ? ig_machine_find(ig, machine) : NULL;
+    if (!m) {
+        /* Registered but never connected since the journal began: it exists,
+         * its agent is just not here. */
+        if (wire_name_ok(machine) && ig_registry_lookup(ig, machine))
+            return TM_ECLOSED;
+        return TM_ENOTFOUND;
+    }
+    /* Only a welcomed session: before WELCOME the agent does not know where
+     * its stream resumes, and a tag must take a place in it. */
+    ig_conn_t *c = m->conn;
+    if (!c || c->state != IG_ST_STREAM)
+        return TM_ECLOSED;
+    int rc = wire_enc_tag_request(&b, tag_kind, id, name);
+    if (rc == 0)
+        rc = ig_conn_send(c, &b);
+    wire_buf_free(&b);
+    if (rc != 0) {
+        /* A session we cannot write to is of no use: the agent reconnects. */
+        if (c->state == IG_ST_STREAM)
+            ig_conn_fail(c, WIRE_E_INTERNAL, "cannot send a tag request: %s", tm_strerror(rc));
+        return rc;
+    }
+    tm_info("ingest: %s: asked for %s tag '%s' (id %" PRIu64 ")", ig_conn_who(c, who, sizeof who),
+            tag_kind == WIRE_TAG_APP ? "an app" : "a crash", name, id);
+    return 0;
 }

@@ -232,7 +232,7 @@ void at_machine_add(const char *data, const char *name, const char *secret_path)
 
 void at_serve(at_child_t *c, const char *data, const char *addr, char *out)
 {
-    at_spawn(c, (const char *[]){"serve", "--data", data, "--agents", addr, NULL});
+    at_spawn(c, (const char *[]){"serve", "--data", data, "--agents", addr, "--api", "127.0.0.1:0", NULL});
     cr_assert(at_wait(c, false, "serving", 30000), "serve did not start:\n%s\n%s", c->out, c->err);
     const char *p = strstr(c->out, "agents on ");
     cr_assert_not_null(p, "%s", c->out);

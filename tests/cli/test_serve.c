@@ -18,8 +18,8 @@ TestSuite(serve, .init = tc_setup, .fini = tc_teardown, .timeout = TC_TIMEOUT);
  * check it exited 0. c holds the output afterwards. */
 static void tc_serve_and_stop(tc_child_t *c, const char *cwd, const char *const *args, int sig)
 {
-    /* Tests run in parallel: agents listen on a port of the kernel's choice,
-     * not on the default one. */
+    /* Tests run in parallel: agents and the API listen on ports of the
+     * kernel's choice, not on the default ones. */
     const char *all[32];
     size_t n = 0;
     for (; args[n]; n++) {
@@ -27,6 +27,7 @@ static void tc_serve_and_stop(tc_child_t *c, const char *cwd, const char *const 
         all[n] = args[n];
     }
     all[n++] = "--agents=127.0.0.1:0";
+    all[n++] = "--api=127.0.0.1:0";
     all[n] = NULL;
     tc_spawn(c, cwd, all);
     bool up = tc_read_until(c, TC_SERVING);
@@ -175,7 +176,8 @@ Test(serve, bad_config_lines_name_file_and_line)
         {"# ok\ndata = x\njournal.segment_size = 12X\n", ":3:", "not a byte count"},
         {"journal.segment_size = 1K\n", ":1:", "below the minimum"},
         {"journal.segment_size = 99999999999G\n", ":1:", "above the maximum"},
-        {"\n\napi = 127.0.0.1:7000\n", ":3:", "unknown key 'api'"},
+        {"\n\nnbd = 127.0.0.1:7000\n", ":3:", "unknown key 'nbd'"},
+        {"api = nowhere\n", ":1:", "not an address"},
         {"agents = nowhere\n", ":1:", "not an address"},
         {"agents = 127.0.0.1:70000\n", ":1:", "not an address"},
         {"ingest.window = 1K\n", ":1:", "below the minimum"},
@@ -211,8 +213,8 @@ Test(serve, bad_flags_are_usage_errors)
 {
     const char *const *cases[] = {
         (const char *[]){"serve", "--agents", "nowhere", NULL},
-        /* The listeners come with their stages; until then they are unknown. */
-        (const char *[]){"serve", "--api", "127.0.0.1:0", NULL},
+        (const char *[]){"serve", "--api", "nowhere", NULL},
+        /* The NBD listener comes with its stage; until then it is unknown. */
         (const char *[]){"serve", "--nbd", "127.0.0.1:0", NULL},
         (const char *[]){"serve", "--database", "x", NULL},
         (const char *[]){"serve", "stray", NULL},

@@ -27,8 +27,8 @@
 
 void ita_start(ita_server_t *s, const char *data, const char *const *extra)
 {
-    const char *args[24] = {"serve", "--data", data, "--agents", "127.0.0.1:0"};
-    unsigned n = 5;
+    const char *args[24] = {"serve", "--data", data, "--agents", "127.0.0.1:0", "--api", "127.0.0.1:0"};
+    unsigned n = 7;
     for (; extra && *extra; extra++) {
         cr_assert_lt(n, 22);
         args[n++] = *extra;
@@ -42,6 +42,9 @@ void ita_start(ita_server_t *s, const char *data, const char *const *extra)
     cr_assert_not_null(p, "no agents line; stdout:\n%s", s->c.out);
     s->port = (unsigned)strtoul(p + strlen("tidemark: agents on 127.0.0.1:"), NULL, 10);
     cr_assert(s->port > 0 && s->port < 65536);
+    p = strstr(s->c.out, "tidemark: api on 127.0.0.1:");
+    cr_assert_not_null(p, "no api line; stdout:\n%s", s->c.out);
+    s->api_port = (unsigned)strtoul(p + strlen("tidemark: api on 127.0.0.1:"), NULL, 10);
 }
 
 void ita_stop(ita_server_t *s)

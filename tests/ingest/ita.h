@@ -25,7 +25,8 @@
 typedef struct ita_server {
     tc_child_t c;
     char data[PATH_MAX];
-    unsigned port;
+    unsigned port;     /* agents */
+    unsigned api_port; /* the HTTP API */
 } ita_server_t;
 
 /* Start serve on data (created), wait for "serving", read the port. */

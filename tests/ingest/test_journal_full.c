@@ -101,7 +101,10 @@ Test(journal_full, enospc_fails_the_session_and_the_server_recovers)
     for (unsigned i = 0; i < 100 && !failed; i++) {
         uint16_t n = itx_batch_raw(&b, acked + 1, 96u << 10, DISK_SIZE, i);
         ita_send(&a, &b);
-        cr_assert(ita_recv(&a), "closed without ACK or ERROR");
+        if (!ita_recv(&a)) {
+            tc_finish(&s.c);
+            cr_assert_fail("closed without ACK or ERROR; server stderr:\n%s", s.c.err);
+        }
         if (a.type == WIRE_T_ACK) {
             uint64_t v;
             char r[128];
@@ -143,7 +146,10 @@ Test(journal_full, enospc_fails_the_session_and_the_server_recovers)
                      "attempt %u: welcomed elsewhere than one past the last acknowledged sequence", attempts);
         uint16_t n = itx_batch_raw(&b, acked + 1, 96u << 10, DISK_SIZE, 1000);
         ita_send(&a, &b);
-        cr_assert(ita_recv(&a), "closed without ACK or ERROR");
+        if (!ita_recv(&a)) {
+            tc_finish(&s.c);
+            cr_assert_fail("closed without ACK or ERROR; server stderr:\n%s", s.c.err);
+        }
         if (a.type == WIRE_T_ACK) {
             uint64_t v;
             char r[128];

@@ -1,0 +1,463 @@
+/*
+ * The quiesce sequence of an app tag (quiesce.h says what and why), as a
+ * small state machine advanced by q_step():
+ *
+ *   IDLE --request--> PRE (script running) --ok--> DRAIN --drained--> POST
+ *     ^                 |                                              |
+ *     |                 +--failed: no tag----------------------------> POST
+ *     +------------------------- release <-- (post-script done) -------+
+ *
+ * Without a pre-script PRE is skipped; without a post-script POST is. Hooks
+ * may call back into agent_quiesce_check() (the producer's release admits
+ * writes, which appends, which checks): q_step() notices and loops instead
+ * of recursing.
+ */
+#include "agent/quiesce.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+extern char **environ;
+
+typedef enum { Q_IDLE, Q_PRE, Q_DRAIN, Q_POST, Q_CLOSED } q_state_t;
+
+typedef struct q_req {
+    uint64_t id;
+    char name[WIRE_MAX_NAME + 1];
+} q_req_t;
+
+struct agent_quiesce {
+    uv_loop_t *loop;
+    agent_stream_t *stream;
+    agent_client_t *client;
+    agent_quiesce_hooks_t hooks;
+    void *arg;
+    char *pre, *post;
+    unsigned timeout_ms;
+
+    q_state_t state;
+    q_req_t cur;
+    bool holding;        /* hold() was called for cur */
+    bool pre_failed;     /* cur gets no tag */
+    q_req_t queue[AGENT_TAG_QUEUE_MAX];
+    unsigned qhead, qlen;
+
+    /* the running script, if any; each spawn has its own handle, freed in
+     * its close callback (the next script may start before that runs) */
+    uv_process_t *proc;
+    bool proc_running;   /* spawned, exit not seen yet */
+    bool proc_done;      /* its exit came: result below */
+    int64_t exit_status;
+    int term_signal;
+    bool timed_out;
+    uv_timer_t timer;
+
+    bool stepping, again;
+    unsigned open_handles;
+    uint64_t tagged, failed;
+};
+
+static void q_step(agent_quiesce_t *q);
+static void q_on_closed(uv_handle_t *h);
+
+static char *q_strdup_or_null(const char *s)
+{
+    return s && *s ? tm_strdup(s) : NULL;
+}
+
+int agent_quiesce_new(uv_loop_t *loop, const agent_quiesce_opts_t *o, agent_stream_t *s,
+                      const agent_quiesce_hooks_t *hooks, void *arg, agent_quiesce_t **out)
+{
+    agent_quiesce_t *q = tm_calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    q->loop = loop;
+    q->stream = s;
+    q->hooks = *hooks;
+    q->arg = arg;
+    q->pre = q_strdup_or_null(o->pre_script);
+    q->post = q_strdup_or_null(o->post_script);
+    if ((o->pre_script && *o->pre_script && !q->pre) || (o->post_script && *o->post_script && !q->post)) {
+        tm_free(q->pre);
+        tm_free(q->post);
+        tm_free(q);
+        return -ENOMEM;
+    }
+    q->timeout_ms = o->timeout_ms ? o->timeout_ms : AGENT_SCRIPT_TIMEOUT_MS;
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    q->open_handles = 1;
+    q->state = Q_IDLE;
+    *out = q;
+    return 0;
+}
+
+void agent_quiesce_set_client(agent_quiesce_t *q, agent_client_t *c)
+{
+    q->client = c;
+}
+
+bool agent_quiesce_busy(const agent_quiesce_t *q)
+{
+    return q->state != Q_IDLE && q->state != Q_CLOSED ? true : q->qlen > 0;
+}
+
+void agent_quiesce_counts(const agent_quiesce_t *q, uint64_t *tagged, uint64_t *failed)
+{
+    *tagged = q->tagged;
+    *failed = q->failed;
+}
+
+/* ---- scripts ---------------------------------------------------------------- */
+
+/* A process handle is closed and freed; q goes once nothing is left. */
+static void q_proc_close(agent_quiesce_t *q, uv_process_t *p)
+{
+    if (q->proc == p)
+        q->proc = NULL;
+    q->open_handles++;
+    uv_close((uv_handle_t *)p, q_on_closed);
+}
+
+static void q_on_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    agent_quiesce_t *q = p->data;
+    q->proc_running = false;
+    q->proc_done = true;
+    q->exit_status = exit_status;
+    q->term_signal = term_signal;
+    uv_timer_stop(&q->timer);
+    q_proc_close(q, p);
+    q_step(q);
+}
+
+static void q_on_timeout(uv_timer_t *t)
+{
+    agent_quiesce_t *q = t->data;
+    if (!q->proc_running)
+        return;
+    q->timed_out = true;
+    tm_error("tag '%s' (id %" PRIu64 "): the %s-script is still running after %.1f s, its time limit; killing it",
+             q->cur.name, q->cur.id, q->state == Q_PRE ? "pre" : "post", q->timeout_ms / 1000.0);
+    /* The whole group: `sh -c` may have children of its own (a sleep, a
+     * database client) that would otherwise live on. */
+    if (kill(-q->proc->pid, SIGKILL) != 0)
+        uv_process_kill(q->proc, SIGKILL);
+}
+
+/* One environment entry "KEY=VALUE", allocated. */
+static char *q_env(const char *key, const char *value)
+{
+    size_t n = strlen(key) + strlen(value) + 2;
+    char *s = tm_malloc(n);
+    if (s)
+        snprintf(s, n, "%s=%s", key, value);
+    return s;
+}
+
+/* Start script for phase "pre" or "post": 0, or an error (nothing runs). */
+static int q_spawn(agent_quiesce_t *q, const char *script, const char *phase)
+{
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **env = tm_calloc(n + 4, sizeof *env);
+    if (!env)
+        return -ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "TIDEMARK_TAG_", 13) != 0)
+            env[k++] = environ[i];
+    char id[32];
+    snprintf(id, sizeof id, "%" PRIu64, q->cur.id);
+    char *own[3] = {q_env("TIDEMARK_TAG_NAME", q->cur.name), q_env("TIDEMARK_TAG_ID", id),
+                    q_env("TIDEMARK_TAG_PHASE", phase)};
+    int rc = own[0] && own[1] && own[2] ? 0 : -ENOMEM;
+    if (rc == 0) {
+        for (unsigned i = 0; i < 3; i++)
+            env[k++] = own[i];
+        env[k] = NULL;
+        char *args[] = {"/bin/sh", "-c", (char *)script, NULL};
+        uv_stdio_container_t stdio[3] = {
+            {.flags = UV_IGNORE},
+            {.flags = UV_INHERIT_FD, .data.fd = 2},
+            {.flags = UV_INHERIT_FD, .data.fd = 2},
+        };
+        uv_process_options_t po = {
+            .exit_cb = q_on_exit,
+            .file = "/bin/sh",
+            .args = args,
+            .env = env,
+            .stdio_count = 3,
+            .stdio = stdio,
+            /* its own process group, so a timeout kills what it started */
+            .flags = UV_PROCESS_DETACHED,
+        };
+        q->proc_done = q->timed_out = false;
+        q->exit_status = 0;
+        q->term_signal = 0;
+        uv_process_t *p = tm_calloc(1, sizeof *p);
+        rc = p ? 0 : -ENOMEM;
+        if (p) {
+            p->data = q;
+            q->proc = p;
+            rc = uv_spawn(q->loop, p, &po);
+        }
+        if (rc == 0) {
+            q->proc_running = true;
+            uv_timer_start(&q->timer, q_on_timeout, q->timeout_ms, 0);
+        } else if (p) {
+            /* libuv wants even a failed spawn's handle closed */
+            q_proc_close(q, p);
+        }
+    }
+    for (unsigned i = 0; i < 3; i++)
+        tm_free(own[i]);
+    tm_free(env);
+    return rc;
+}
+
+/* How the script ended, for a log line; true when it succeeded. */
+static bool q_script_result(const agent_quiesce_t *q, char *buf, size_t len)
+{
+    if (q->timed_out)
+        snprintf(buf, len, "timed out after %.1f s and was killed", q->timeout_ms / 1000.0);
+    else if (q->term_signal)
+        snprintf(buf, len, "was killed by signal %d", q->term_signal);
+    else if (q->exit_status == 127)
+        snprintf(buf, len, "exited with status 127 (command not found?)");
+    else
+        snprintf(buf, len, "exited with status %" PRId64, q->exit_status);
+    return !q->timed_out && !q->term_signal && q->exit_status == 0;
+}
+
+/* Run phase's script if there is one: true when it was started (wait for
+ * its exit); false when there is none or it could not start (*failed). */
+static bool q_run(agent_quiesce_t *q, const char *script, const char *phase, bool *failed)
+{
+    *failed = false;
+    if (!script)
+        return false;
+    int rc = q_spawn(q, script, phase);
+    if (rc == 0) {
+        tm_info("tag '%s' (id %" PRIu64 "): running the %s-script", q->cur.name, q->cur.id, phase);
+        return true;
+    }
+    tm_error("tag '%s' (id %" PRIu64 "): cannot start the %s-script: %s", q->cur.name, q->cur.id, phase,
+             tm_strerror(rc));
+    *failed = true;
+    return false;
+}
+
+/* ---- the sequence ---------------------------------------------------------- */
+
+static void q_kick(agent_quiesce_t *q)
+{
+    if (q->client)
+        agent_client_kick(q->client);
+}
+
+static void q_finish(agent_quiesce_t *q)
+{
+    if (q->pre_failed) {
+        q->failed++;
+        tm_error("tag '%s' (id %" PRIu64 "): no app tag: the pre-script failed (see above); writes went on "
+                 "untouched", q->cur.name, q->cur.id);
+    } else {
+        q->tagged++;
+    }
+    q->state = Q_IDLE;
+    q->holding = false;
+    if (q->hooks.release)
+        q->hooks.release(q->arg);
+}
+
+/* Enter POST: run the post-script, or finish at once without one. */
+static void q_post(agent_quiesce_t *q)
+{
+    bool failed;
+    q->state = Q_POST;
+    if (!q_run(q, q->post, "post", &failed))
+        q_finish(q);
+}
+
+static void q_hold(agent_quiesce_t *q)
+{
+    q->state = Q_DRAIN;
+    q->holding = true;
+    tm_info("tag '%s' (id %" PRIu64 "): holding new writes until the tag is in the stream", q->cur.name,
+            q->cur.id);
+    if (q->hooks.hold)
+        q->hooks.hold(q->arg);
+}
+
+static void q_advance(agent_quiesce_t *q)
+{
+    char why[128];
+    bool failed;
+    switch (q->state) {
+    case Q_IDLE:
+        if (!q->qlen)
+            return;
+        q->cur = q->queue[q->qhead];
+        q->qhead = (q->qhead + 1) % AGENT_TAG_QUEUE_MAX;
+        q->qlen--;
+        q->pre_failed = false;
+        q->holding = false;
+        tm_info("tag '%s' (id %" PRIu64 "): the appliance asks for an app-consistent tag", q->cur.name,
+                q->cur.id);
+        q->state = Q_PRE;
+        if (q_run(q, q->pre, "pre", &failed))
+            return;
+        if (failed) {
+            q->pre_failed = true;
+            q_post(q);
+        } else {
+            q_hold(q);
+        }
+        q->again = true;
+        return;
+    case Q_PRE:
+        if (!q->proc_done)
+            return;
+        q->proc_done = false;
+        if (q_script_result(q, why, sizeof why)) {
+            tm_info("tag '%s' (id %" PRIu64 "): the pre-script succeeded", q->cur.name, q->cur.id);
+            q_hold(q);
+        } else {
+            tm_error("tag '%s' (id %" PRIu64 "): the pre-script %s; running the post-script to undo it, "
+                     "appending no app tag", q->cur.name, q->cur.id, why);
+            q->pre_failed = true;
+            q_post(q);
+        }
+        q->again = true;
+        return;
+    case Q_DRAIN:
+        if (q->hooks.drained && !q->hooks.drained(q->arg))
+            return;
+        {
+            uint64_t seq = 0;
+            int rc = agent_stream_tag(q->stream, WIRE_TAG_APP, q->cur.id, q->cur.name, true, &seq);
+            if (rc != 0) {
+                /* Only a name the wire cannot carry (checked on receipt) or
+                 * no memory: say so, thaw, go on. */
+                tm_error("tag '%s' (id %" PRIu64 "): cannot add the app tag to the stream: %s", q->cur.name,
+                         q->cur.id, tm_strerror(rc));
+                q->pre_failed = true;
+            } else {
+                tm_info("tag '%s' (id %" PRIu64 "): app tag added to the stream", q->cur.name, q->cur.id);
+                q_kick(q);
+            }
+        }
+        q_post(q);
+        q->again = true;
+        return;
+    case Q_POST:
+        if (!q->proc_done)
+            return;
+        q->proc_done = false;
+        if (q_script_result(q, why, sizeof why))
+            tm_info("tag '%s' (id %" PRIu64 "): the post-script succeeded", q->cur.name, q->cur.id);
+        else
+            tm_error("tag '%s' (id %" PRIu64 "): the post-script %s", q->cur.name, q->cur.id, why);
+        q_finish(q);
+        q->again = true;
+        return;
+    case Q_CLOSED:
+        return;
+    }
+}
+
+static void q_step(agent_quiesce_t *q)
+{
+    if (q->stepping) {
+        q->again = true;
+        return;
+    }
+    q->stepping = true;
+    do {
+        q->again = false;
+        q_advance(q);
+    } while (q->again && q->state != Q_CLOSED);
+    q->stepping = false;
+}
+
+void agent_quiesce_check(agent_quiesce_t *q)
+{
+    if (q->state == Q_DRAIN)
+        q_step(q);
+}
+
+void agent_quiesce_request(agent_quiesce_t *q, uint8_t kind, uint64_t id, const char *name)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    if (kind != WIRE_TAG_APP) {
+        /* Every position of the stream is crash-consistent already: a crash
+         * tag needs no quiesce, and it does not wait for an app tag's. */
+        int rc = agent_stream_tag(q->stream, kind, id, name, true, NULL);
+        if (rc != 0)
+            tm_warn("cannot add tag '%s' (id %" PRIu64 ") asked for by the server: %s", name, id,
+                    tm_strerror(rc));
+        else
+            tm_info("tag '%s' (id %" PRIu64 ") added to the stream at the server's request", name, id);
+        q_kick(q);
+        return;
+    }
+    if (q->qlen == AGENT_TAG_QUEUE_MAX) {
+        tm_error("tag '%s' (id %" PRIu64 "): refused: %u app tag requests are already waiting", name, id,
+                 AGENT_TAG_QUEUE_MAX);
+        return;
+    }
+    q_req_t *r = &q->queue[(q->qhead + q->qlen) % AGENT_TAG_QUEUE_MAX];
+    r->id = id;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    q->qlen++;
+    if (q->state != Q_IDLE)
+        tm_info("tag '%s' (id %" PRIu64 "): waits until tag '%s' is done", name, id, q->cur.name);
+    q_step(q);
+}
+
+/* ---- closing -------------------------------------------------------------------- */
+
+static void q_free(agent_quiesce_t *q)
+{
+    tm_free(q->pre);
+    tm_free(q->post);
+    tm_free(q);
+}
+
+static void q_on_closed(uv_handle_t *h)
+{
+    agent_quiesce_t *q = h->data;
+    if (h->type == UV_PROCESS)
+        tm_free(h);
+    if (--q->open_handles == 0)
+        q_free(q);
+}
+
+void agent_quiesce_close(agent_quiesce_t *q)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    if (q->qlen)
+        tm_warn("%u app tag request(s) dropped: the agent is ending", q->qlen);
+    q->qlen = 0;
+    if (q->proc_running) {
+        tm_warn("tag '%s' (id %" PRIu64 "): the agent is ending; killing the running script", q->cur.name,
+                q->cur.id);
+        if (kill(-q->proc->pid, SIGKILL) != 0)
+            uv_process_kill(q->proc, SIGKILL);
+        q->proc_running = false;
+        q_proc_close(q, q->proc);
+    }
+    q->state = Q_CLOSED;
+    uv_close((uv_handle_t *)&q->timer, q_on_closed);
+}

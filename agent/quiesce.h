@@ -1,0 +1,101 @@
+/*
+ * Tags the appliance asks for (TAG_REQUEST), one at a time, in the order
+ * asked. A crash tag is appended to the stream at once. An app tag is a
+ * quiesce:
+ *
+ *   1. the pre-script, if one is configured (the application flushes and
+ *      freezes; the writes it makes to get there go through as usual);
+ *   2. hold: the producer takes no new write into the stream (it queues
+ *      them, never fails them);
+ *   3. drain: wait until every write the producer accepted before the hold
+ *      is in the stream;
+ *   4. the app tag is appended;
+ *   5. the post-script, if one is configured (the application thaws);
+ *   6. release: the held writes go on, in the order they came.
+ *
+ * A pre-script that fails (exit status not 0, killed, or not done within the
+ * time limit) means no app tag: nothing is appended for the request, the
+ * failure is logged as an error naming the tag and the cause, and the
+ * post-script still runs so that whatever the pre-script froze is thawed.
+ * Nothing is appended rather than a crash tag because every position of the
+ * stream is already crash-consistent, and a point with the app tag's name
+ * that is not app-consistent would mislead whoever asked. A post-script that
+ * fails is logged; the tag stays (the application was quiesced when it was
+ * appended).
+ *
+ * Scripts run as `/bin/sh -c CMD` through uv_spawn (the loop never waits for
+ * them) in a process group of their own, with stdin from /dev/null, stdout
+ * and stderr on the agent's stderr, and in their environment
+ * TIDEMARK_TAG_NAME, TIDEMARK_TAG_ID and TIDEMARK_TAG_PHASE (pre or post).
+ * One that outlives the time limit gets SIGKILL, its whole process group.
+ *
+ * Why the pre-script runs before the hold: quiescing an application makes
+ * writes (fsfreeze and database checkpoints flush first) and waits for them
+ * to complete; held, they would never complete and every pre-script of that
+ * kind would run into its time limit. So a post-script must not wait for a
+ * write to the machine's disks: writes are held while it runs.
+ *
+ * Threads: the loop's only.
+ */
+#ifndef TM_AGENT_QUIESCE_H
+#define TM_AGENT_QUIESCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "agent/client.h"
+#include "agent/stream.h"
+
+#define AGENT_SCRIPT_TIMEOUT_MS 60000u /* default time limit of each script */
+#define AGENT_TAG_QUEUE_MAX 64u        /* requests waiting their turn; more are refused (logged) */
+
+typedef struct agent_quiesce agent_quiesce_t;
+
+/* What the producer of the stream does for a quiesce; arg is the one given
+ * to agent_quiesce_new. */
+typedef struct agent_quiesce_hooks {
+    /* Take no new write into the stream from now on: queue them. */
+    void (*hold)(void *arg);
+    /* True when every write accepted before hold() is in the stream. When
+     * it was false, the producer calls agent_quiesce_check() once it may
+     * have become true. */
+    bool (*drained)(void *arg);
+    /* The request is finished (whether it held or not): release the held
+     * writes, in order. */
+    void (*release)(void *arg);
+} agent_quiesce_hooks_t;
+
+typedef struct agent_quiesce_opts {
+    const char *pre_script;  /* NULL or "": none */
+    const char *post_script; /* NULL or "": none */
+    unsigned timeout_ms;     /* each script's time limit; 0: AGENT_SCRIPT_TIMEOUT_MS */
+} agent_quiesce_opts_t;
+
+/* 0, or -ENOMEM. The strings are copied. */
+int agent_quiesce_new(uv_loop_t *loop, const agent_quiesce_opts_t *o, agent_stream_t *s,
+                      const agent_quiesce_hooks_t *hooks, void *arg, agent_quiesce_t **out);
+
+/* The client whose agent_client_kick() sends an appended tag (may be set
+ * after new, and to NULL once the client is closed). */
+void agent_quiesce_set_client(agent_quiesce_t *q, agent_client_t *c);
+
+/* A TAG_REQUEST from the appliance (agent_client_cbs_t.tag). */
+void agent_quiesce_request(agent_quiesce_t *q, uint8_t kind, uint64_t id, const char *name);
+
+/* The producer's drain may have finished: go on if a quiesce waits for it. */
+void agent_quiesce_check(agent_quiesce_t *q);
+
+/* True while a request is in progress or waiting. */
+bool agent_quiesce_busy(const agent_quiesce_t *q);
+
+/* How many requests ended in an app tag, and how many without (a failed
+ * pre-script). */
+void agent_quiesce_counts(const agent_quiesce_t *q, uint64_t *tagged, uint64_t *failed);
+
+/* Drop waiting requests, kill a running script (its process group, SIGKILL),
+ * close the handles and free q from the loop. No hook is called any more. */
+void agent_quiesce_close(agent_quiesce_t *q);
+
+#endif

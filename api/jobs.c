@@ -1,0 +1,303 @@
+/*
+ * The job table and the materialize action (jobs.h).
+ */
+#include "api/jobs.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/v1.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "target/image.h"
+
+typedef enum { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED } job_state_t;
+
+typedef struct job {
+    struct job *next; /* newer to older */
+    uint64_t id;
+    api_jobs_t *js;
+    api_materialize_t req;
+    pthread_t thread;
+    bool joined;
+    atomic_bool cancel;
+    /* under js->mu */
+    job_state_t state;
+    uint64_t created_ns, finished_ns;
+    bool has_point;
+    pts_point_t point;
+    uint64_t done, total;
+    json_t *files;
+    char err_code[32];
+    char err_msg[512];
+    uint64_t disk_base; /* bytes of the disks before the current one */
+} job_t;
+
+struct api_jobs {
+    jnl_t *jnl;
+    pts_t *pts;
+    pthread_mutex_t mu;
+    job_t *head;
+    size_t count;
+    uint64_t next_id;
+    uint64_t n_ok, n_failed;
+};
+
+int api_jobs_new(jnl_t *jnl, pts_t *pts, api_jobs_t **out)
+{
+    api_jobs_t *js = tm_calloc(1, sizeof *js);
+    if (!js)
+        return -ENOMEM;
+    js->jnl = jnl;
+    js->pts = pts;
+    js->next_id = 1;
+    pthread_mutex_init(&js->mu, NULL);
+    *out = js;
+    return 0;
+}
+
+static void job_free(job_t *j)
+{
+    json_decref(j->files);
+    tm_free(j);
+}
+
+void api_jobs_free(api_jobs_t *js)
+{
+    if (!js)
+        return;
+    pthread_mutex_lock(&js->mu);
+    for (job_t *j = js->head; j; j = j->next)
+        atomic_store(&j->cancel, true);
+    pthread_mutex_unlock(&js->mu);
+    job_t *j = js->head;
+    while (j) {
+        job_t *next = j->next;
+        if (!j->joined)
+            pthread_join(j->thread, NULL);
+        job_free(j);
+        j = next;
+    }
+    pthread_mutex_destroy(&js->mu);
+    tm_free(js);
+}
+
+static void job_progress(void *arg, uint64_t done)
+{
+    job_t *j = arg;
+    pthread_mutex_lock(&j->js->mu);
+    j->done = j->disk_base + done;
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+static void job_fail(job_t *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void job_fail(job_t *j, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&j->js->mu);
+    snprintf(j->err_code, sizeof j->err_code, "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(j->err_msg, sizeof j->err_msg, fmt, ap);
+    va_end(ap);
+    j->state = JOB_FAILED;
+    j->finished_ns = tm_now_ns();
+    j->js->n_failed++;
+    pthread_mutex_unlock(&j->js->mu);
+    tm_log(TM_LOG_WARN, "job %" PRIu64 " (materialize %s at %s) failed: %s", j->id, j->req.machine,
+           j->req.selector, j->err_msg);
+}
+
+static void *job_materialize(void *arg)
+{
+    job_t *j = arg;
+    api_jobs_t *js = j->js;
+    char why[256];
+    pts_point_t pt;
+    int rc = pts_resolve(js->pts, j->req.machine, j->req.selector, &pt, why, sizeof why);
+    if (rc) {
+        const char *code = rc == TM_EINVAL ? "bad-selector" : rc == TM_ENOPOINT ? "no-point"
+                           : rc == TM_ENOTFOUND                 ? "unknown-machine"
+                                                                : "internal";
+        job_fail(j, code, "%s", why[0] ? why : tm_strerror(rc));
+        return NULL;
+    }
+    pts_machine_t m;
+    if (pts_machine(js->pts, j->req.machine, &m) != 0) {
+        job_fail(j, "unknown-machine", "machine %s is gone", j->req.machine);
+        return NULL;
+    }
+    uint64_t total = 0;
+    for (unsigned d = 0; d < m.ndisks; d++)
+        total += m.disks[d].size;
+    pthread_mutex_lock(&js->mu);
+    j->point = pt;
+    j->has_point = true;
+    j->total = total;
+    pthread_mutex_unlock(&js->mu);
+    /* retention must not fold past the point while it is read */
+    if (pts_pin(js->pts, m.id, pt.seq) != 0) {
+        job_fail(j, "no-point", "point %" PRIu64 " of %s went past the retention horizon", pt.seq, m.name);
+        return NULL;
+    }
+    for (unsigned d = 0; d < m.ndisks; d++) {
+        char path[4096 + 2 * WIRE_MAX_NAME], base[4096];
+        snprintf(path, sizeof path, "%s/%s.raw", j->req.out, m.disks[d].name);
+        pts_base_path(js->pts, m.name, m.disks[d].name, base, sizeof base);
+        tgt_view_t v = {.ix = pts_index(js->pts), .jnl = js->jnl, .machine = m.name, .mid = m.id,
+                        .disk = (uint16_t)d, .disk_name = m.disks[d].name, .size = m.disks[d].size,
+                        .seq = pt.seq, .base_path = base};
+        char err[512];
+        rc = tgt_write_image(&v, path, job_progress, j, &j->cancel, err, sizeof err);
+        if (rc) {
+            pts_unpin(js->pts, m.id, pt.seq);
+            job_fail(j, rc == TM_ECORRUPT ? "corrupt" : "internal", "%s", err);
+            return NULL;
+        }
+        pthread_mutex_lock(&js->mu);
+        json_array_append_new(j->files, json_string(path));
+        j->disk_base += m.disks[d].size;
+        j->done = j->disk_base;
+        pthread_mutex_unlock(&js->mu);
+    }
+    pts_unpin(js->pts, m.id, pt.seq);
+    pthread_mutex_lock(&js->mu);
+    j->state = JOB_SUCCEEDED;
+    j->finished_ns = tm_now_ns();
+    js->n_ok++;
+    pthread_mutex_unlock(&js->mu);
+    tm_log(TM_LOG_INFO, "job %" PRIu64 ": materialized %s at point %" PRIu64 " into %s", j->id, m.name, pt.seq,
+           j->req.out);
+    return NULL;
+}
+
+/* Forget the oldest finished jobs past API_JOBS_KEEP. Under mu. */
+static void jobs_trim(api_jobs_t *js)
+{
+    if (js->count <= API_JOBS_KEEP)
+        return;
+    job_t **pp = &js->head;
+    size_t seen = 0;
+    while (*pp) {
+        job_t *j = *pp;
+        if (++seen > API_JOBS_KEEP && j->state != JOB_RUNNING) {
+            *pp = j->next;
+            if (!j->joined)
+                pthread_join(j->thread, NULL); /* finished: returns at once */
+            job_free(j);
+            js->count--;
+            continue;
+        }
+        pp = &j->next;
+    }
+}
+
+int api_jobs_materialize(api_jobs_t *js, const api_materialize_t *m, uint64_t *id)
+{
+    job_t *j = tm_calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->files = json_array();
+    if (!j->files) {
+        tm_free(j);
+        return -ENOMEM;
+    }
+    j->js = js;
+    j->req = *m;
+    j->created_ns = tm_now_ns();
+    atomic_init(&j->cancel, false);
+    pthread_mutex_lock(&js->mu);
+    j->id = js->next_id++;
+    int rc = pthread_create(&j->thread, NULL, job_materialize, j);
+    if (rc) {
+        pthread_mutex_unlock(&js->mu);
+        job_free(j);
+        return -rc;
+    }
+    j->next = js->head;
+    js->head = j;
+    js->count++;
+    jobs_trim(js);
+    *id = j->id;
+    pthread_mutex_unlock(&js->mu);
+    return 0;
+}
+
+static const char *job_state_name(job_state_t s)
+{
+    return s == JOB_RUNNING ? "running" : s == JOB_SUCCEEDED ? "succeeded" : "failed";
+}
+
+/* Under mu. */
+static json_t *job_json(const job_t *j)
+{
+    char created[40], finished[40], id[24];
+    api_time(j->created_ns, created, sizeof created);
+    snprintf(id, sizeof id, "%" PRIu64, j->id);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "action", json_string("materialize"));
+    json_object_set_new(o, "machine", json_string(j->req.machine));
+    json_object_set_new(o, "selector", json_string(j->req.selector));
+    json_object_set_new(o, "out", json_string(j->req.out));
+    json_object_set_new(o, "state", json_string(job_state_name(j->state)));
+    json_object_set_new(o, "created", json_string(created));
+    if (j->finished_ns) {
+        api_time(j->finished_ns, finished, sizeof finished);
+        json_object_set_new(o, "finished", json_string(finished));
+    } else {
+        json_object_set_new(o, "finished", json_null());
+    }
+    json_object_set_new(o, "point", j->has_point ? api_point_json(&j->point) : json_null());
+    json_object_set_new(o, "progress", json_pack("{s:I,s:I}", "done_bytes", (json_int_t)j->done, "total_bytes",
+                                                 (json_int_t)j->total));
+    json_object_set(o, "files", j->files);
+    if (j->state == JOB_FAILED)
+        json_object_set_new(o, "error", json_pack("{s:s,s:s}", "code", j->err_code, "message", j->err_msg));
+    else
+        json_object_set_new(o, "error", json_null());
+    return o;
+}
+
+json_t *api_jobs_get(api_jobs_t *js, uint64_t id)
+{
+    json_t *o = NULL;
+    pthread_mutex_lock(&js->mu);
+    for (job_t *j = js->head; j; j = j->next) {
+        if (j->id == id) {
+            o = job_json(j);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&js->mu);
+    return o;
+}
+
+json_t *api_jobs_list(api_jobs_t *js)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&js->mu);
+    for (job_t *j = js->head; j && a; j = j->next)
+        json_array_append_new(a, job_json(j));
+    pthread_mutex_unlock(&js->mu);
+    return a;
+}
+
+void api_jobs_counts(api_jobs_t *js, uint64_t *running, uint64_t *succeeded, uint64_t *failed)
+{
+    pthread_mutex_lock(&js->mu);
+    uint64_t r = 0;
+    for (job_t *j = js->head; j; j = j->next)
+        r += j->state == JOB_RUNNING;
+    *running = r;
+    *succeeded = js->n_ok;
+    *failed = js->n_failed;
+    pthread_mutex_unlock(&js->mu);
+}
