@@ -87,6 +87,11 @@ void api_reply_points_error(tm_http_req_t *req, int rc, const char *machine, con
         /* registered, but nothing has been received from it */
         tm_http_reply_error(req, 404, "no-point", "machine %s has not sent any data yet", machine);
         return;
+    case -ENOSPC:
+        tm_http_reply_error(req, 503, "unavailable",
+                            "processing is paused: the file system of the appliance's index is nearly full; "
+                            "free space there and it goes on by itself");
+        return;
     case -ETIMEDOUT:
         tm_http_reply_error(req, 503, "unavailable",
                             "processing did not catch up in time; the appliance is busy: try again");

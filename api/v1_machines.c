@@ -18,6 +18,13 @@ void api_v1_health(tm_http_req_t *req, void *ctx)
     api_v1_t *a = ctx;
     pts_stats_t st;
     pts_get_stats(a->pts, &st);
+    if (st.paused) {
+        tm_http_reply_json(req, 200,
+                           json_pack("{s:s,s:s,s:[s]}", "status", "degraded", "version", a->version, "problems",
+                                     "processing is paused: the file system of the index is nearly full (agents' "
+                                     "writes are still kept in the journal); free space there"));
+        return;
+    }
     if (st.error) {
         /* still 200: the appliance answers and keeps what agents send, but
          * makes no points until it is restarted */

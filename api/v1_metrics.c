@@ -84,6 +84,8 @@ void api_v1_metrics(tm_http_req_t *req, void *ctx)
     api__printf(&t, "tidemark_points_total %" PRIu64 "\n", ps.points);
     api__metric(&t, "tidemark_processing_failed", "gauge", "1 when processing stopped on an error (see the log).");
     api__printf(&t, "tidemark_processing_failed %d\n", ps.error ? 1 : 0);
+    api__metric(&t, "tidemark_processing_paused", "gauge", "1 while processing waits for free space for the index.");
+    api__printf(&t, "tidemark_processing_paused %d\n", ps.paused ? 1 : 0);
 
     pts_machine_t *ms;
     size_t n = 0;

@@ -27,6 +27,7 @@
 #include "base/addr.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/mem.h"
 #include "cli/cmd.h"
 #include "cli/config.h"
 #include "cli/serve_api.h"
@@ -323,6 +324,55 @@ static void cli__on_signal(uv_signal_t *h, int signum)
         cli__api_stopped(s);
 }
 
+/* The index's machines as ingest takes them (ingest_options_t.known). */
+static int cli__known_machines(pts_t *p, ingest_known_t **out, ingest_options_t *io)
+{
+    pts_machine_t *ms;
+    size_t n;
+    uint64_t next_lsn;
+    int rc = pts_machines_at(p, &ms, &n, &next_lsn);
+    if (rc)
+        return rc;
+    ingest_known_t *k = tm_calloc(n ? n : 1, sizeof *k);
+    wire_disk_t *disks = tm_calloc(n ? n * WIRE_MAX_DISKS : 1, sizeof *disks);
+    if (!k || !disks) {
+        tm_free(k);
+        tm_free(disks);
+        tm_free(ms);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        wire_disk_t *d = disks + i * WIRE_MAX_DISKS;
+        uint64_t synced = 0;
+        for (unsigned j = 0; j < ms[i].ndisks; j++) {
+            memcpy(d[j].name, ms[i].disks[j].name, sizeof d[j].name);
+            d[j].size = ms[i].disks[j].size;
+            if (ms[i].disks[j].synced)
+                synced |= UINT64_C(1) << j;
+        }
+        k[i] = (ingest_known_t){.name = tm_strdup(ms[i].name), .disks = d, .ndisks = (uint16_t)ms[i].ndisks,
+                                .synced = synced, .seq = ms[i].seq};
+        if (!k[i].name)
+            rc = -ENOMEM;
+    }
+    tm_free(ms);
+    io->known = k;
+    io->nknown = n;
+    io->known_lsn = next_lsn;
+    *out = k;
+    return rc;
+}
+
+static void cli__known_free(ingest_known_t *k, size_t n)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < n; i++)
+        tm_free((char *)k[i].name);
+    tm_free((void *)k[0].disks); /* one array for all of them */
+    tm_free(k);
+}
+
 /* Run until a signal; the journal is closed by then. 0 or a libuv error. */
 static int cli__serve_loop(cli_serve_t *s)
 {
@@ -353,7 +403,18 @@ static int cli__serve_loop(cli_serve_t *s)
         .budget_bytes = s->cfg->ingest_budget,
         .handshake_ms = s->cfg->ingest_handshake_ms,
     };
+    /* Ingest starts from what the index knows and reads only the journal
+     * after it: the journal may have retired the rest. */
+    ingest_known_t *known = NULL;
+    rc = cli__known_machines(s->pts, &known, &io);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: ingest: %s\n", tm_strerror(rc));
+        s->reported = true;
+        rc = UV_ENOMEM;
+        goto out_close_signals;
+    }
     rc = ingest_start(&s->loop, s->jnl, &io, &s->ingest, err, sizeof err);
+    cli__known_free(known, io.nknown);
     if (rc != 0) {
         fprintf(stderr, "tidemark: ingest: %s\n", err);
         s->reported = true;
@@ -476,7 +537,9 @@ int cli_cmd_serve(int argc, char **argv)
                            .base_dir = bdir,
                            .retention_ns = cfg.retention_ns,
                            .per_machine = cfg.retention,
-                           .nper_machine = cfg.nretention};
+                           .nper_machine = cfg.nretention,
+                           /* ingest takes machines' state from the index */
+                           .retire_journal = true};
     rc = pts_open(idir, s.jnl, &popts, &s.pts, perr, sizeof perr);
     if (rc != 0) {
         fprintf(stderr, "tidemark: cannot open the index in %s: %s\n", idir, perr);

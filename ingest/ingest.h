@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "journal/journal.h"
+#include "wire/msg.h"
 
 #define INGEST_DEFAULT_ADDR "127.0.0.1:7707"
 #define INGEST_DEFAULT_WINDOW (16u << 20)  /* raw bytes unacknowledged per connection */
@@ -34,6 +35,16 @@
 
 typedef struct ingest ingest_t;
 
+/* A machine as a later stage (the points stage's index) already knows it,
+ * for a start that does not read the whole journal. */
+typedef struct ingest_known {
+    const char *name;
+    const wire_disk_t *disks; /* ndisks of them */
+    uint16_t ndisks;
+    uint64_t synced;          /* bit d: disk d's initial copy is durable */
+    uint64_t seq;             /* its last durable stream sequence */
+} ingest_known_t;
+
 typedef struct ingest_options {
     const char *data_dir;  /* holds machines.conf */
     const char *listen;    /* "HOST:PORT" or "[V6]:PORT"; port 0 picks one */
@@ -41,11 +52,18 @@ typedef struct ingest_options {
     uint64_t budget_bytes; /* 0 = INGEST_DEFAULT_BUDGET */
     const char *server_id; /* sent in CHALLENGE; NULL = "tidemark" */
     uint32_t handshake_ms; /* 0 = INGEST_HANDSHAKE_MS */
+    /* What is known of the machines from the journal's records below
+     * known_lsn; ingest then reads only the records from known_lsn on, so
+     * the journal may have retired the older ones. known_lsn 0: read the
+     * whole journal (known is ignored). */
+    const ingest_known_t *known;
+    size_t nknown;
+    uint64_t known_lsn;
 } ingest_options_t;
 
 /*
- * Rebuild each machine's state from the journal (its disks, its last durable
- * stream sequence), read the registry and listen. On error nothing is left
+ * Rebuild each machine's state from opts->known and the journal (its disks,
+ * its last durable stream sequence), read the registry and listen. On error nothing is left
  * running and err says why: TM_EINVAL (a bad address), TM_EVERSION or
  * TM_ECORRUPT (a journal record ingest cannot read), a libuv error (bind).
  */

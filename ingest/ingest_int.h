@@ -141,7 +141,7 @@ struct ingest {
 ig_machine_t *ig_machine_find(ingest_t *ig, const char *name);
 ig_machine_t *ig_machine_get(ingest_t *ig, const char *name); /* creates; NULL on OOM */
 int ig_machine_set_disks(ig_machine_t *m, const wire_disk_t *disks, uint16_t n);
-int ig_rebuild(ingest_t *ig, char *err, size_t errlen);
+int ig_rebuild(ingest_t *ig, const ingest_options_t *opts, char *err, size_t errlen);
 uint64_t ig_machine_all_disks(const ig_machine_t *m); /* the synced mask of a fully copied machine */
 /* SYNCED records of a batch became durable: record them, and log the disks
  * and the machine that finished their initial copy (once each). */

@@ -656,7 +656,7 @@ int ingest_start(uv_loop_t *loop, jnl_t *jnl, const ingest_options_t *opts, inge
         ig__free(ig);
         goto out_oom;
     }
-    rc = ig_rebuild(ig, err, errlen);
+    rc = ig_rebuild(ig, opts, err, errlen);
     if (rc) {
         ig__free(ig);
         return rc;

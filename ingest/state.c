@@ -1,10 +1,11 @@
 /*
  * Per-machine state: the table, and its rebuild from the journal at start.
  *
- * For now the journal itself is the only place this state lives, and ingest
- * reads every record still held at start. The points stage will keep it in
- * RocksDB; until then the journal is bounded by retirement, which must not
- * drop a machine's last batch (see docs/ingest-records.md).
+ * The points stage keeps each machine's state in its index, together with
+ * the journal position it reflects; `tidemark serve` hands it over
+ * (ingest_options_t.known) and ingest reads only the journal records from
+ * that position on, so the journal may retire what the index no longer
+ * needs. Without it (tools, tests) every record still held is read.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -166,7 +167,8 @@ static int ig__rebuild_one(ingest_t *ig, const jnl_record_t *rec, wire_disk_t *d
         uint64_t last = b.first_seq + b.count - 1;
         /* The server journals a machine's batches in order and without gaps;
          * anything else here means the log was not written by these rules. */
-        if (b.first_seq != m->durable_seq + 1)
+        /* (the index's state may already hold a few records past known_lsn) */
+        if (b.first_seq > m->durable_seq + 1)
             tm_warn("ingest: journal LSN %" PRIu64 ": machine %s batch starts at sequence %" PRIu64
                     " after %" PRIu64,
                     rec->lsn, b.machine, b.first_seq, m->durable_seq);
@@ -200,14 +202,35 @@ out_bad:
     return rc;
 }
 
-int ig_rebuild(ingest_t *ig, char *err, size_t errlen)
+/* Machines as the index knows them. */
+static int ig__seed(ingest_t *ig, const ingest_options_t *opts)
+{
+    for (size_t i = 0; i < opts->nknown; i++) {
+        const ingest_known_t *k = &opts->known[i];
+        ig_machine_t *m = ig_machine_get(ig, k->name);
+        if (!m || ig_machine_set_disks(m, k->disks, k->ndisks) != 0)
+            return -ENOMEM;
+        m->durable_seq = k->seq;
+        m->synced = k->synced;
+    }
+    return 0;
+}
+
+int ig_rebuild(ingest_t *ig, const ingest_options_t *opts, char *err, size_t errlen)
 {
     jnl_reader_t *r = NULL;
     jnl_record_t rec;
     uint64_t records = 0;
-    int rc = jnl_reader_open(ig->jnl, 0, &r);
+    uint64_t from = opts->known_lsn;
+    int rc = from ? ig__seed(ig, opts) : 0;
     if (rc) {
-        snprintf(err, errlen, "cannot read the journal: %s", tm_strerror(rc));
+        snprintf(err, errlen, "%s", tm_strerror(rc));
+        return rc;
+    }
+    rc = jnl_reader_open(ig->jnl, from, &r);
+    if (rc) {
+        snprintf(err, errlen, "cannot read the journal%s: %s", rc == TM_ERETIRED ? " from where the index ends" : "",
+                 tm_strerror(rc));
         return rc;
     }
     wire_disk_t *disks = tm_malloc(WIRE_MAX_DISKS * sizeof *disks);
@@ -234,8 +257,8 @@ int ig_rebuild(ingest_t *ig, char *err, size_t errlen)
             break;
     }
     if (rc == 0)
-        tm_info("ingest: %zu machine%s known from %" PRIu64 " journal record%s", ig->nmachines,
-                ig->nmachines == 1 ? "" : "s", records, records == 1 ? "" : "s");
+        tm_info("ingest: %zu machine%s known from %s%" PRIu64 " journal record%s", ig->nmachines,
+                ig->nmachines == 1 ? "" : "s", from ? "the index and " : "", records, records == 1 ? "" : "s");
     for (size_t i = 0; i < ig->nmachines; i++) {
         ig_machine_t *m = ig->machines[i];
         m->next_seq = m->durable_seq + 1;

@@ -158,16 +158,16 @@ static int pts__at_time(pts_t *p, const char *machine, uint64_t t, pts_point_t *
 int pts_resolve(pts_t *p, const char *machine, const char *sel, pts_point_t *out, char *why, size_t wl)
 {
     pts_machine_t m;
+    snprintf(why, wl, "%s", "");
+    if (strcmp(sel, "latest") == 0) {
+        int rc = pts_cut_latest(p, machine, PTS_RESOLVE_WAIT_MS, out);
+        if (rc == TM_ENOPOINT || rc == TM_ENOTFOUND)
+            snprintf(why, wl, "machine %s has not sent any data yet", machine);
+        return rc;
+    }
     int rc = pts_machine(p, machine, &m);
     if (rc) {
         snprintf(why, wl, "no machine named '%s' has sent data to this appliance", machine);
-        return rc;
-    }
-    snprintf(why, wl, "%s", "");
-    if (strcmp(sel, "latest") == 0) {
-        rc = pts_cut_latest(p, machine, PTS_RESOLVE_WAIT_MS, out);
-        if (rc == TM_ENOPOINT)
-            snprintf(why, wl, "machine %s has not sent any data yet", machine);
         return rc;
     }
     if (strcmp(sel, "latest-processed") == 0) {

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
 
 struct pts_index {
+    char *dir;
     /* Set by the first failed write or sync: RocksDB may not be written
      * again after one (Debian's build asserts on it), so every later write
      * is refused here; the appliance must restart to write again. */
@@ -23,6 +25,7 @@ struct pts_index {
     rocksdb_t *db;
     rocksdb_options_t *opts;
     rocksdb_writeoptions_t *wopts;
+    rocksdb_writeoptions_t *sync_wopts;
     rocksdb_readoptions_t *ropts;
     rocksdb_flushoptions_t *fopts;
 };
@@ -53,6 +56,7 @@ int pts_index_open(const char *dir, pts_index_t **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
+    ix->dir = tm_strdup(dir);
     ix->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(ix->opts, 1);
     rocksdb_options_increase_parallelism(ix->opts, 2);
@@ -62,6 +66,8 @@ int pts_index_open(const char *dir, pts_index_t **out, char *err, size_t errlen)
     rocksdb_options_set_write_buffer_size(ix->opts, 64u << 20);
     rocksdb_options_set_max_open_files(ix->opts, 256);
     ix->wopts = rocksdb_writeoptions_create();
+    ix->sync_wopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(ix->sync_wopts, 1);
     ix->ropts = rocksdb_readoptions_create();
     ix->fopts = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(ix->fopts, 1);
@@ -87,8 +93,18 @@ void pts_index_close(pts_index_t *ix)
     rocksdb_flushoptions_destroy(ix->fopts);
     rocksdb_readoptions_destroy(ix->ropts);
     rocksdb_writeoptions_destroy(ix->wopts);
+    rocksdb_writeoptions_destroy(ix->sync_wopts);
     rocksdb_options_destroy(ix->opts);
+    tm_free(ix->dir);
     tm_free(ix);
+}
+
+uint64_t pts_index_free_bytes(pts_index_t *ix)
+{
+    struct statvfs sv;
+    if (!ix->dir || statvfs(ix->dir, &sv) != 0)
+        return UINT64_MAX;
+    return (uint64_t)sv.f_bavail * sv.f_frsize;
 }
 
 int pts_index_get(pts_index_t *ix, const void *key, size_t klen, void *val, size_t cap, size_t *vlen)
@@ -168,8 +184,12 @@ int pts_index_flush(pts_index_t *ix)
 {
     if (atomic_load(&ix->failed))
         return -EIO;
+    /* A synced write syncs the log and everything before it. Not
+     * rocksdb_flush_wal(sync): RocksDB 7.8 asserts when its flush fails
+     * and it then syncs, which a full disk makes happen. */
+    static const char key[] = {PTS_K_SYNC};
     char *e = NULL;
-    rocksdb_flush_wal(ix->db, 1, &e);
+    rocksdb_put(ix->db, ix->sync_wopts, key, sizeof key, "", 0, &e);
     if (!e)
         return 0;
     atomic_store(&ix->failed, true);

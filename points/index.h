@@ -28,6 +28,10 @@ typedef struct pts_iter pts_iter_t;
 int pts_index_open(const char *dir, pts_index_t **out, char *err, size_t errlen);
 void pts_index_close(pts_index_t *ix);
 
+/* Bytes free (to an unprivileged writer) on the index's file system;
+ * UINT64_MAX when it cannot be told. */
+uint64_t pts_index_free_bytes(pts_index_t *ix);
+
 /* Point read into val (cap bytes). 0, TM_ENOTFOUND, TM_ETOOBIG (the value is
  * larger than cap), -EIO. */
 int pts_index_get(pts_index_t *ix, const void *key, size_t klen, void *val, size_t cap, size_t *vlen);

@@ -14,6 +14,7 @@
  *   "M" u32 mid                              machine record (below)
  *   "X" u32 mid u16 disk u64 chunk u64 seq   extent piece (below)
  *   "C" u32 mid u64 seq                      point (below)
+ *   "S"                                      empty: rewritten with sync when the index must be durable
  *   "T" u32 mid u64 recv_ns u64 seq          the batch ending at seq, received at recv_ns: u64 its first seq,
  *                                            u64 LSN, u64 segment, u64 offset of its journal record
  *
@@ -59,6 +60,7 @@
 #define PTS_K_EXTENT 'X'
 #define PTS_K_POINT 'C'
 #define PTS_K_TIME 'T'
+#define PTS_K_SYNC 'S' /* empty; written with sync to make the index durable */
 
 #define PTS_EXTENT_KEY_LEN 23u  /* 1 + 4 + 2 + 8 + 8 */
 #define PTS_EXTENT_VAL_LEN 72u

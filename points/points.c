@@ -94,6 +94,7 @@ int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t
     p->retain_every_ns = (uint64_t)(opts && opts->retain_every_ms ? opts->retain_every_ms : 10000u) * 1000000u;
     p->auto_retain = opts && opts->base_dir && !opts->no_auto_retain;
     p->retire_journal = opts && opts->retire_journal;
+    p->reserve_bytes = opts && opts->reserve_bytes ? opts->reserve_bytes : PTS_DEFAULT_RESERVE;
     pthread_mutex_init(&p->wmu, NULL);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
@@ -245,7 +246,7 @@ int pts_sync(pts_t *p, int timeout_ms)
     pts__deadline(&dl, left > 0 ? left : 0);
     pthread_mutex_lock(&p->mu);
     rc = 0;
-    while (p->stats.next_lsn <= target && !p->stats.error && !p->stop) {
+    while (p->stats.next_lsn <= target && !p->stats.error && !p->stop && !p->stats.paused) {
         if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
             rc = -ETIMEDOUT;
             break;
@@ -253,6 +254,8 @@ int pts_sync(pts_t *p, int timeout_ms)
     }
     if (p->stats.error)
         rc = p->stats.error;
+    else if (p->stats.paused && p->stats.next_lsn <= target)
+        rc = -ENOSPC;
     else if (p->stop && p->stats.next_lsn <= target)
         rc = TM_ECLOSED;
     pthread_mutex_unlock(&p->mu);
@@ -304,14 +307,16 @@ int pts_machines_at(pts_t *p, pts_machine_t **out, size_t *n, uint64_t *next_lsn
 
 int pts_cut_latest(pts_t *p, const char *machine, int timeout_ms, pts_point_t *out)
 {
+    /* Processing first: the machine's first records may still be in the
+     * backlog, and then the index does not know it yet. */
+    int rc = pts_sync(p, timeout_ms);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&p->mu);
     uint32_t id = pts__name_find(p, machine);
     pthread_mutex_unlock(&p->mu);
     if (!id)
         return TM_ENOTFOUND;
-    int rc = pts_sync(p, timeout_ms);
-    if (rc)
-        return rc;
     pthread_mutex_lock(&p->wmu);
     pts_mrec_t *r = &p->priv[id - 1];
     if (r->m.seq == 0) {

@@ -62,6 +62,9 @@ typedef struct pts_machine {
     pts_point_t latest;   /* the newest catalogued point, if has_point */
 } pts_machine_t;
 
+/* RocksDB's memtable flushes and compactions need room: processing pauses
+ * rather than let it meet a full disk. */
+#define PTS_DEFAULT_RESERVE (256ull << 20)
 #define PTS_DEFAULT_RETENTION_NS (24ull * 3600 * 1000000000ull)
 #define PTS_MAX_RETENTION_NS (30ull * 24 * 3600 * 1000000000ull)
 #define PTS_MIN_RETENTION_NS (60ull * 1000000000ull)
@@ -82,6 +85,8 @@ typedef struct pts_options {
     bool no_auto_retain;  /* tests: retention only through pts_retain() */
     bool retire_journal;  /* retire journal segments once folded (needs ingest
                              to take machines' state from the index) */
+    uint64_t reserve_bytes; /* free space the index's file system keeps; below
+                               it processing pauses; 0 = PTS_DEFAULT_RESERVE */
 } pts_options_t;
 
 /*
@@ -111,12 +116,14 @@ typedef struct pts_stats {
     uint64_t bytes;         /* their disk bytes */
     uint64_t points;        /* points cut since open */
     int error;              /* a sticky failure that stopped processing, 0 if none */
+    bool paused;            /* too little space where the index is: waiting for more */
 } pts_stats_t;
 
 void pts_get_stats(pts_t *p, pts_stats_t *st);
 
 /* Wait until everything the journal held durably when called is processed.
- * 0, -ETIMEDOUT, or the processor's sticky error. */
+ * 0, -ETIMEDOUT, -ENOSPC (processing is paused for lack of space), or the
+ * processor's sticky error. */
 int pts_sync(pts_t *p, int timeout_ms);
 
 /* Machines, by name. 0 or TM_ENOTFOUND. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/endian.h"
@@ -344,6 +345,25 @@ static bool pts__idle_cuts(pts_t *p)
     return any;
 }
 
+bool pts__low_space(pts_t *p)
+{
+    uint64_t free_bytes = pts_index_free_bytes(p->ix);
+    bool low = free_bytes < p->reserve_bytes;
+    pthread_mutex_lock(&p->mu);
+    bool was = p->stats.paused;
+    p->stats.paused = low;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (low && !was)
+        tm_log(TM_LOG_ERROR,
+               "points: processing paused: %" PRIu64 " MiB free where the index is, under the %" PRIu64
+               " MiB it keeps in reserve; it goes on by itself once space is freed",
+               free_bytes >> 20, p->reserve_bytes >> 20);
+    else if (!low && was)
+        tm_log(TM_LOG_INFO, "points: processing resumed: %" PRIu64 " MiB free where the index is", free_bytes >> 20);
+    return low;
+}
+
 static void pts__fail(pts_t *p, int rc)
 {
     pthread_mutex_lock(&p->mu);
@@ -425,6 +445,19 @@ void *pts__run(void *arg)
                 pthread_cond_wait(&p->cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
             break;
+        }
+        if (pts__low_space(p)) {
+            /* Paused, not failed: RocksDB must never meet a full disk (it
+             * cannot be written again after a failed write), so nothing is
+             * written until space comes back; the journal keeps the data. */
+            pthread_mutex_lock(&p->mu);
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_sec += 1;
+            if (!p->stop)
+                pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+            pthread_mutex_unlock(&p->mu);
+            continue;
         }
         pthread_mutex_lock(&p->wmu);
         int rc = pts__cycle(p);

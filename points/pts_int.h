@@ -37,6 +37,7 @@ struct pts {
     bool auto_retain;
     bool retire_journal;
     uint64_t last_retain_ns; /* under wmu */
+    uint64_t reserve_bytes;  /* processing pauses when less is free where the index is */
     pthread_t thread;
     bool started;
 
@@ -74,6 +75,10 @@ struct pts {
 uint32_t pts__name_find(const pts_t *p, const char *name);
 /* Add id (whose pub/priv record has the name). 0 or -ENOMEM. Under mu. */
 int pts__name_add(pts_t *p, uint32_t id, const char *name);
+
+/* True (and stats.paused set, logged once) when the index's file system has
+ * less than reserve_bytes free. */
+bool pts__low_space(pts_t *p);
 
 /* The processor thread's body (processor.c). */
 void *pts__run(void *arg);

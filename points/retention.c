@@ -400,6 +400,10 @@ static int pts__retire(pts_t *p)
         if (l && l < below)
             below = l;
     }
+    jnl_stats_t st;
+    jnl_get_stats(p->jnl, &st);
+    if (st.segments < 2 || below <= st.first_lsn)
+        return 0; /* nothing could go: the segment being written never does */
     /* The index must be durable before the records it replaced go. */
     int rc = pts_index_flush(p->ix);
     if (rc)
@@ -443,6 +447,8 @@ static int pts__retain_one(pts_t *p, pts_mrec_t *r, uint64_t now)
     }
     if (!p->base_dir || r->m.first_seq <= r->m.base_seq + 1 || r->m.ndisks == 0)
         return 0;
+    if (pts__low_space(p))
+        return 0; /* folding writes base images and the index: later */
     /* base holds the disks as of the horizon point itself */
     return pts__fold(p, r, r->m.first_seq);
 }

@@ -303,3 +303,31 @@ Test(points_model, restart_resumes_without_hole_or_duplicate, .timeout = 120)
     check_rebuild(&f, f.m.batches[24].last_seq, &rng);
     fx_fini(&f);
 }
+
+Test(points_model, too_little_space_pauses_processing_without_writing, .timeout = 60)
+{
+    fx_t f;
+    fx_init(&f, "points-space", seed_of() + 3);
+    for (int i = 0; i < 5; i++)
+        pm_append_batch(&f.m, f.j, 6);
+    /* a reserve no file system here has: processing must wait, not fail */
+    char err[256];
+    pts_options_t o = {.cadence_ms = CADENCE_MS, .reserve_bytes = UINT64_MAX / 2};
+    cr_assert_eq(pts_open(f.idir, f.j, &o, &f.p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(pts_sync(f.p, 10000), -ENOSPC);
+    pts_stats_t st;
+    pts_get_stats(f.p, &st);
+    cr_assert(st.paused);
+    cr_assert_eq(st.error, 0);
+    cr_assert_eq(st.next_lsn, 1, "nothing may be processed while paused");
+    pts_point_t pt;
+    char why[128];
+    cr_assert_eq(pts_resolve(f.p, "web1", "latest", &pt, why, sizeof why), -ENOSPC);
+    pts_close(f.p);
+    /* with room again, everything is processed */
+    fx_open_points(&f);
+    cr_assert_eq(pts_sync(f.p, 30000), 0);
+    cr_assert_eq(pts_cut_latest(f.p, "web1", 30000, &pt), 0);
+    cr_assert_eq(pt.seq, f.m.nops);
+    fx_fini(&f);
+}
