@@ -59,9 +59,10 @@ typedef struct nbd_open {
     void *export;    /* the backend's handle; passed back in every nbd_io_t */
     uint64_t size;   /* bytes */
     bool read_only;  /* writes, trims and zeroes get EPERM without reaching the backend */
-    bool multi_conn; /* a flush or FUA on one connection covers writes completed on
-                        every connection to this export (NBD_FLAG_CAN_MULTI_CONN);
-                        read-only exports advertise it anyway */
+    bool multi_conn; /* every connection to this name sees the same disk, and a
+                        flush or FUA on one covers writes completed on every
+                        connection to it (NBD_FLAG_CAN_MULTI_CONN); a client
+                        then may split one copy over several connections */
 
     /* Out on failure, optional: a sentence for the client (copied at once). */
     const char *message;

@@ -185,9 +185,11 @@ uint16_t nbd_proto_tflags(const nbd_backend_ops_t *ops, bool read_only, bool mul
 {
     uint16_t f = NBD_FLAG_HAS_FLAGS;
     if (read_only || ops->write == NULL) {
-        /* Nothing a client writes can be cached, so several connections
-         * always see the same bytes. */
-        return (uint16_t)(f | NBD_FLAG_READ_ONLY | NBD_FLAG_CAN_MULTI_CONN);
+        /* Nothing a client writes can be cached; but whether two
+         * connections to the same name see the same bytes is the backend's
+         * to say (a name like web1/disk0@latest may be another point on
+         * each connection). */
+        return (uint16_t)(f | NBD_FLAG_READ_ONLY | (multi_conn ? NBD_FLAG_CAN_MULTI_CONN : 0));
     }
     if (ops->flush != NULL)
         f |= NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA;

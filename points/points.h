@@ -173,7 +173,8 @@ int pts_resolve(pts_t *p, const char *machine, const char *selector, pts_point_t
  */
 int pts_retain(pts_t *p, uint64_t now_ns);
 
-/* The replica base image of a machine's disk, into buf. */
+/* The replica base image of a machine's disk, into buf ("" when the stage
+ * runs without base_dir). */
 void pts_base_path(const pts_t *p, const char *machine, const char *disk, char *buf, size_t len);
 
 /*

@@ -59,7 +59,11 @@ uint64_t pts__window(const pts_t *p, const char *machine)
 
 void pts_base_path(const pts_t *p, const char *machine, const char *disk, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%s/%s.img", p->base_dir ? p->base_dir : ".", machine, disk);
+    if (!p->base_dir) {
+        buf[0] = '\0'; /* no retention, no base */
+        return;
+    }
+    snprintf(buf, len, "%s/%s/%s.img", p->base_dir, machine, disk);
 }
 
 /* The slot width for a point of this kind and age; 0 keeps it outright. */

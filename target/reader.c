@@ -27,6 +27,9 @@ typedef struct tgt_gap {
     uint64_t a, b;
 } tgt_gap_t;
 
+/* Untouched chunks per read whose zero-filling may be skipped. */
+#define TGT_LAZY_MAX 16u
+
 struct tgt_reader {
     tgt_view_t v;
     char machine[WIRE_MAX_NAME + 1];
@@ -66,7 +69,7 @@ int tgt_open(const tgt_view_t *v, tgt_reader_t **out)
         tgt_close(r);
         return -ENOMEM;
     }
-    if (v->base_path) {
+    if (v->base_path && v->base_path[0]) {
         r->base_fd = open(v->base_path, O_RDONLY | O_CLOEXEC);
         if (r->base_fd < 0 && errno != ENOENT) {
             int rc = -errno;
@@ -204,10 +207,25 @@ static int tgt__fill_base(tgt_reader_t *r, int *hole)
 
 int tgt_read(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole)
 {
+    int h;
+    int rc = tgt_read_sparse(r, off, buf, len, &h);
+    if (rc == 0 && h)
+        memset(buf, 0, len);
+    if (hole)
+        *hole = h;
+    return rc;
+}
+
+int tgt_read_sparse(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole)
+{
     int dummy;
     if (!hole)
         hole = &dummy;
     *hole = 1;
+    /* Chunks nothing covers, with no base: zero-filled at the end, and
+     * only when some other part of the range is not a hole. */
+    uint64_t lazy_a[TGT_LAZY_MAX], lazy_b[TGT_LAZY_MAX];
+    unsigned nlazy = 0;
     r->err[0] = '\0';
     if (off > r->v.size || len > r->v.size - off)
         return TM_EINVAL;
@@ -232,10 +250,18 @@ int tgt_read(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole)
         }
         if (r->wrote)
             *hole = 0;
-        rc = tgt__fill_base(r, hole);
-        if (rc)
-            return rc;
+        if (!r->wrote && r->base_fd < 0 && nlazy < TGT_LAZY_MAX) {
+            lazy_a[nlazy] = a;
+            lazy_b[nlazy++] = b;
+        } else {
+            rc = tgt__fill_base(r, hole);
+            if (rc)
+                return rc;
+        }
         a = b;
     }
+    if (!*hole)
+        for (unsigned i = 0; i < nlazy; i++)
+            memset((uint8_t *)buf + (lazy_a[i] - off), 0, lazy_b[i] - lazy_a[i]);
     return 0;
 }

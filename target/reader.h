@@ -33,7 +33,7 @@ typedef struct tgt_view {
     const char *disk_name; /* for messages */
     uint64_t size;         /* the disk's size */
     uint64_t seq;          /* the point */
-    const char *base_path; /* the replica base image; NULL or missing: zeros */
+    const char *base_path; /* the replica base image; NULL, "" or missing: zeros */
 } tgt_view_t;
 
 /* 0 or -ENOMEM; -errno when the base image exists but cannot be opened. */
@@ -48,6 +48,11 @@ void tgt_close(tgt_reader_t *r);
  * holds a record the index names), -errno.
  */
 int tgt_read(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole);
+
+/* The same, but when *hole is set on return buf was not written at all:
+ * for callers that skip holes (sparse images) and would only throw the
+ * zeros away. */
+int tgt_read_sparse(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole);
 
 /* The message of the last failure ("" if none). */
 const char *tgt_error(const tgt_reader_t *r);

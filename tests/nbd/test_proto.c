@@ -205,12 +205,14 @@ Test(proto, transmission_flags_follow_the_backend)
 {
     cr_assert_eq(nbd_proto_tflags(&nbd_file_ops, false, true), RW);
     cr_assert_eq(nbd_proto_tflags(&nbd_file_ops, false, false), RW & ~NBD_FLAG_CAN_MULTI_CONN);
-    cr_assert_eq(nbd_proto_tflags(&nbd_file_ops, true, false), RO, "read-only exports are always multi-conn");
+    cr_assert_eq(nbd_proto_tflags(&nbd_file_ops, true, true), RO);
+    cr_assert_eq(nbd_proto_tflags(&nbd_file_ops, true, false), RO & ~NBD_FLAG_CAN_MULTI_CONN,
+                 "a read-only name may be another disk on each connection: the backend says");
 
     nbd_backend_ops_t ops = {.read = op_dummy, .write = op_dummy};
     cr_assert_eq(nbd_proto_tflags(&ops, false, false), NBD_FLAG_HAS_FLAGS, "no flush, no FUA, no trim, no zero");
     ops.write = NULL;
-    cr_assert_eq(nbd_proto_tflags(&ops, false, false), RO, "no write: read-only");
+    cr_assert_eq(nbd_proto_tflags(&ops, false, true), RO, "no write: read-only");
     ops = (nbd_backend_ops_t){.read = op_dummy, .write = op_dummy, .zero = op_dummy};
     cr_assert_eq(nbd_proto_tflags(&ops, false, false), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_WRITE_ZEROES);
 }

@@ -205,10 +205,12 @@ Test(points_crash, flipped_bit_is_named_and_other_points_rebuild, .timeout = 120
     pts_t *p = open_points(idir, j);
     cr_assert_eq(pts_sync(p, 30000), 0);
 
-    /* a write in the middle of the stream */
+    /* a write in the middle of the stream, stored raw: a flipped bit in an
+     * lz4 block may decode to the same bytes (a match offset moved inside
+     * a run), and then there is nothing to detect */
     uint64_t victim = 0;
     for (uint64_t s = m.nops / 2; s <= m.nops && !victim; s++)
-        if (m.ops[s - 1].kind == WIRE_R_WRITE)
+        if (m.ops[s - 1].kind == WIRE_R_WRITE && !m.ops[s - 1].compressible)
             victim = s;
     cr_assert(victim);
     const pm_op_t *op = &m.ops[victim - 1];
@@ -218,6 +220,7 @@ Test(points_crash, flipped_bit_is_named_and_other_points_rebuild, .timeout = 120
     cr_assert_eq(pts_index_scan_chunk(pts_index(p), pm.id, op->disk, op->off >> PTS_CHUNK_SHIFT, victim, find_seq, &fa),
                  0);
     cr_assert(fa.ok);
+    cr_assert_eq(fa.found.codec, 0, "noise should travel raw");
 
     /* flip one bit of its stored bytes, under the running appliance */
     char seg[PATH_MAX + 300];
