@@ -419,6 +419,52 @@ void agent_client_kick(agent_client_t *c)
     uv_timer_start(&c->send_timer, on_send_timer, 0, 0);
 }
 
+/* A small frame on the live session; takes nothing on failure. */
+static int client_send_small(agent_client_t *c, int (*enc)(agent_client_t *, wire_buf_t *, const void *),
+                             const void *arg)
+{
+    if (c->state != ST_STREAMING)
+        return TM_ECLOSED;
+    out_frame_t *f = frame_new(false);
+    if (!f)
+        return -ENOMEM;
+    if (enc(c, &f->b, arg) != 0 || f->b.oom) {
+        wire_buf_free(&f->b);
+        tm_free(f);
+        return -ENOMEM;
+    }
+    return client_send(c, f) == 0 ? 0 : TM_ECLOSED;
+}
+
+static int enc_resync_request(agent_client_t *c, wire_buf_t *b, const void *arg)
+{
+    (void)c;
+    return wire_enc_resync_request(b, arg);
+}
+
+int agent_client_resync_request(agent_client_t *c, const wire_resync_request_t *q)
+{
+    return client_send_small(c, enc_resync_request, q);
+}
+
+static int enc_resync_ack(agent_client_t *c, wire_buf_t *b, const void *arg)
+{
+    (void)c;
+    const uint16_t *v = arg;
+    return wire_enc_resync_ack(b, v[0], v[1]);
+}
+
+int agent_client_resync_ack(agent_client_t *c, uint16_t disk, uint16_t frames)
+{
+    uint16_t v[2] = {disk, frames};
+    return client_send_small(c, enc_resync_ack, v);
+}
+
+void agent_client_abort(agent_client_t *c, const char *why)
+{
+    client_drop(c, "server %s: %s", c->server, why);
+}
+
 /* ---- reading ------------------------------------------------------------- */
 
 static void handle_frame(agent_client_t *c)
@@ -548,6 +594,19 @@ static void handle_frame(agent_client_t *c)
             tm_info("tag '%s' (id %llu) added to the stream at the server's request", name,
                     (unsigned long long)id);
         agent_client_kick(c);
+        return;
+    }
+    case WIRE_T_RESYNC_SUMS: {
+        wire_resync_sums_t m;
+        if (c->state != ST_STREAMING || !c->cbs.sums) {
+            client_drop(c, "server %s sent unexpected RESYNC_SUMS", c->server);
+            return;
+        }
+        if ((rc = wire_dec_resync_sums(body, len, &m, reason, sizeof reason)) != 0) {
+            client_drop(c, "server %s sent bad RESYNC_SUMS: %s", c->server, reason);
+            return;
+        }
+        c->cbs.sums(c, &m, c->arg);
         return;
     }
     case WIRE_T_STOP: {

@@ -50,6 +50,11 @@ typedef struct agent_client_cbs {
      * producer tags its stream (agent/quiesce.h). Optional: without it the
      * client appends the tag to the stream at once, whatever its kind. */
     void (*tag)(agent_client_t *c, uint8_t kind, uint64_t id, const char *name, void *arg);
+    /* The server sent RESYNC_SUMS (decoded: its fields within their limits;
+     * m->raw is valid during the call only). Whether it answers a request of
+     * this session is the producer's to check (agent_client_abort if not).
+     * Without it the frame ends the connection. */
+    void (*sums)(agent_client_t *c, const wire_resync_sums_t *m, void *arg);
 } agent_client_cbs_t;
 
 typedef struct agent_client_opts {
@@ -88,6 +93,16 @@ void agent_client_start(agent_client_t *c);
 /* Records were appended: send them when the window allows. Cheap; batches
  * whatever was appended within one loop iteration. */
 void agent_client_kick(agent_client_t *c);
+
+/* Resync frames on the live session: 0, TM_ECLOSED when there is no
+ * session past its WELCOME (the request is made again at the next one), or
+ * -ENOMEM. */
+int agent_client_resync_request(agent_client_t *c, const wire_resync_request_t *q);
+int agent_client_resync_ack(agent_client_t *c, uint16_t disk, uint16_t frames);
+
+/* The server broke the protocol in a way only the producer can tell: log
+ * why, drop the connection and reconnect (as after any error). */
+void agent_client_abort(agent_client_t *c, const char *why);
 
 void agent_client_get_stats(const agent_client_t *c, agent_client_stats_t *st);
 

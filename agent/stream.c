@@ -86,6 +86,7 @@ static bool rec_valid(const wire_entry_t *e)
     case WIRE_R_FLUSH:
         return true;
     case WIRE_R_SYNCED:
+    case WIRE_R_RESYNC:
         return e->disk < WIRE_MAX_DISKS;
     }
     return false;
@@ -109,9 +110,9 @@ int agent_stream_append(agent_stream_t *s, const wire_entry_t *rec, bool force, 
         r->e.id = 0;
     if (rec->kind == WIRE_R_TAG || rec->kind == WIRE_R_FLUSH)
         r->e.disk = 0, r->e.offset = 0;
-    if (rec->kind == WIRE_R_FLUSH || rec->kind == WIRE_R_SYNCED)
+    if (rec->kind == WIRE_R_FLUSH || rec->kind == WIRE_R_SYNCED || rec->kind == WIRE_R_RESYNC)
         r->e.length = 0;
-    if (rec->kind == WIRE_R_SYNCED)
+    if (rec->kind == WIRE_R_SYNCED || rec->kind == WIRE_R_RESYNC)
         r->e.offset = 0;
     r->e.hash = 0;
     if (n)
@@ -172,6 +173,12 @@ int agent_stream_flush(agent_stream_t *s, bool force, uint64_t *seq)
 int agent_stream_synced(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq)
 {
     wire_entry_t e = {.kind = WIRE_R_SYNCED, .disk = disk};
+    return agent_stream_append(s, &e, force, seq);
+}
+
+int agent_stream_resync(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq)
+{
+    wire_entry_t e = {.kind = WIRE_R_RESYNC, .disk = disk};
     return agent_stream_append(s, &e, force, seq);
 }
 

@@ -88,6 +88,9 @@ int agent_stream_flush(agent_stream_t *s, bool force, uint64_t *seq);
 /* Disk `disk`'s initial copy is complete: every record of it before this
  * one, applied to a zero disk, gives the whole disk. */
 int agent_stream_synced(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq);
+/* Disk `disk`'s resync begins: the appliance's copy of it is not
+ * crash-consistent until its next SYNCED record. */
+int agent_stream_resync(agent_stream_t *s, uint16_t disk, bool force, uint64_t *seq);
 
 /*
  * Start over from the server's next_seq (a WELCOME): records below it are

@@ -45,6 +45,33 @@
  * until it is acknowledged and resends it, and the copy goes on. Only a
  * restarted agent copies again, from the beginning, because the WELCOME
  * still says WIRE_DISK_NEW until the SYNCED record is durable.
+ *
+ * The resync. The stream lives in memory: a tap agent that was killed
+ * lost the writes it had applied and not yet seen acknowledged, and the
+ * appliance's copy of the disk silently lacks them. So an agent that cannot
+ * show it stopped cleanly (agent/clean.h: no marker beside the image, or
+ * one whose sequence the WELCOME contradicts) appends a RESYNC record for
+ * the disk before anything else of its own, and once a WELCOME says the
+ * appliance holds the disk it asks for the disk's block sums
+ * (agent/resync.h). The sums come a frame at a time; each item of a few
+ * blocks goes into the same ordered append queue as a copy chunk would, and
+ * only when it is the head is its range read from the file and each block
+ * compared with the appliance's sum: a block that differs is appended as a
+ * write, an equal one is skipped; after the disk's last block, SYNCED.
+ *
+ * Why that is right. The sums are of the appliance's copy at some sequence
+ * P, at least the durable end of the WELCOME, and an item is appended at
+ * sequence Q > P (its sums came after P was durable, so after every record
+ * up to P was appended). For a block b: sending the file's bytes is always
+ * right, by the copy's argument above (read at the head of the queue, the
+ * last record touching a byte carries what the file holds). Skipping is
+ * right when the appliance holds at Q what it held at P, that is when no
+ * record in (P, Q) touched b, and the file equals it. The agent cannot tell
+ * which of its records are after P, so it keeps a map of every block any
+ * of its own writes, zeroes and trims touched since it started
+ * (agent_resync_mark, when the record is appended) and always sends those:
+ * a few blocks more than needed, never one too few. Live writes go on
+ * meanwhile, in stream order, and are never held.
  */
 #include "agent/tap.h"
 
@@ -55,11 +82,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <uv.h>
 
+#include "agent/clean.h"
 #include "agent/client.h"
 #include "agent/quiesce.h"
+#include "agent/resync.h"
 #include "agent/stream.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -99,7 +129,9 @@ typedef struct tap_io {
     bool local_done;    /* the file part (sync for a flush) finished */
     bool appended;      /* every record is in the stream */
     uint64_t target;    /* acked_count that covers it (flush, FUA) */
-    bool copy;          /* an initial copy chunk: no io, pieces[0] is PC_COPY */
+    bool copy;          /* an initial copy chunk or a resync item: no io, pieces[0] is PC_COPY */
+    agent_rs_item_t *rsi; /* a resync item (with copy): its blocks and sums */
+    uint64_t rs_differed, rs_bytes;
     uv_fs_t fsreq;      /* its read */
 } tap_io_t;
 
@@ -120,6 +152,8 @@ typedef struct tap_copy {
     uint64_t pos;        /* the next chunk's offset */
     uint64_t sent, skipped; /* chunks appended, chunks skipped as zeros */
     uint64_t target;     /* acked_count that covers the SYNCED record */
+    bool clean;          /* a clean-shutdown marker was taken at start ... */
+    uint64_t clean_seq;  /* ... saying the appliance held the stream up to here */
 } tap_copy_t;
 
 struct tap {
@@ -154,6 +188,11 @@ struct tap {
     uint64_t copy_next_ms;      /* the rate allows the next chunk then */
     uv_timer_t copy_timer;
     bool copy_timer_init;
+    /* the resync (and its names for messages) */
+    agent_resync_t rs;
+    const char **names;
+    bool welcomed;              /* a WELCOME came in this process */
+    const char *machine;
 };
 
 /* The file backend's exports carry no pointer of ours, so requests find the
@@ -167,6 +206,9 @@ static void tap_close_quiesce(tap_t *t);
 static void tap_copy_pump(tap_t *t);
 static bool tap_copy_step(tap_t *t, tap_io_t *x);
 static void tap_copy_chunk_done(tap_t *t, tap_io_t *x);
+static void tap_resync_pump(tap_t *t);
+static bool tap_resync_step(tap_t *t, tap_io_t *x);
+static void tap_resync_item_done(tap_t *t, tap_io_t *x);
 
 static void list_push(tap_io_t **head, tap_io_t **tail, tap_io_t *x)
 {
@@ -325,6 +367,7 @@ static void tap_admit(tap_t *t)
         tap_submit_local(x);
     }
     tap_copy_pump(t);
+    tap_resync_pump(t);
     /* Whatever moved here may have finished an app tag's drain. */
     if (t->q && t->holding)
         agent_quiesce_check(t->q);
@@ -427,12 +470,15 @@ static void tap_drain(tap_t *t)
     while (t->queue_head) {
         tap_io_t *x = t->queue_head;
         if (x->copy) {
-            if (!tap_copy_step(t, x))
+            if (!(x->rsi ? tap_resync_step(t, x) : tap_copy_step(t, x)))
                 return; /* the queue waits for the chunk's read */
             t->queue_head = x->next;
             if (!t->queue_head)
                 t->queue_tail = NULL;
-            tap_copy_chunk_done(t, x);
+            if (x->rsi)
+                tap_resync_item_done(t, x);
+            else
+                tap_copy_chunk_done(t, x);
             continue;
         }
         if (x->reading)
@@ -452,6 +498,8 @@ static void tap_drain(tap_t *t)
                 wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = p->off + x->pos, .length = n,
                                   .data = x->io->buf + (p->off + x->pos - x->io->offset)};
                 rc = agent_stream_append(&t->stream, &e, true, NULL);
+                if (rc == 0)
+                    agent_resync_mark(&t->rs, x->disk, e.offset, n);
                 x->pos += n;
                 break;
             }
@@ -475,6 +523,8 @@ static void tap_drain(tap_t *t)
                     wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = p->off + x->pos,
                                       .length = n, .data = x->rbuf};
                     rc = agent_stream_append(&t->stream, &e, true, NULL);
+                    if (rc == 0)
+                        agent_resync_mark(&t->rs, x->disk, e.offset, n);
                 }
                 x->pos += n;
                 break;
@@ -485,6 +535,8 @@ static void tap_drain(tap_t *t)
                 wire_entry_t e = {.kind = p->kind == PC_ZERO ? WIRE_R_ZERO : WIRE_R_TRIM, .disk = x->disk,
                                   .offset = p->off + x->pos, .length = n};
                 rc = agent_stream_append(&t->stream, &e, true, NULL);
+                if (rc == 0)
+                    agent_resync_mark(&t->rs, x->disk, e.offset, n);
                 x->pos += n;
                 break;
             }
@@ -675,10 +727,37 @@ static void tap_copy_pump(tap_t *t)
         tap_drain(t);
 }
 
+/* The first WELCOME checks the clean-shutdown markers taken at start: one
+ * whose sequence is not where the appliance's stream ends does not vouch
+ * for the disk (the appliance lost or gained records since): resync it. */
+static void tap_check_markers(tap_t *t, const wire_welcome_t *w)
+{
+    for (unsigned d = 0; d < t->ndisks && d < w->ndisks; d++) {
+        tap_copy_t *cp = &t->copy[d];
+        if (!cp->clean)
+            continue;
+        cp->clean = false;
+        if (w->disk_state[d] != WIRE_DISK_SYNCED || cp->clean_seq == w->next_seq - 1)
+            continue;
+        tm_warn("tap: disk %s: stopped cleanly at sequence %llu, but the appliance's stream ends at %llu; "
+                "comparing the disk with the appliance's copy (resync)",
+                t->disks[d].name, (unsigned long long)cp->clean_seq, (unsigned long long)(w->next_seq - 1));
+        int rc = agent_resync_want(&t->rs, (uint16_t)d);
+        if (rc == 0)
+            rc = agent_stream_resync(&t->stream, (uint16_t)d, true, NULL);
+        if (rc != 0)
+            tm_error("tap: disk %s: cannot start its resync: %s", t->disks[d].name, tm_strerror(rc));
+    }
+}
+
 static void tap_on_welcome(agent_client_t *c, const wire_welcome_t *w, void *arg)
 {
     tap_t *t = arg;
     (void)c;
+    if (!t->welcomed) {
+        t->welcomed = true;
+        tap_check_markers(t, w);
+    }
     for (unsigned d = 0; d < t->ndisks && d < w->ndisks; d++) {
         tap_copy_t *cp = &t->copy[d];
         if (w->disk_state[d] == WIRE_DISK_SYNCED) {
@@ -693,7 +772,142 @@ static void tap_on_welcome(agent_client_t *c, const wire_welcome_t *w, void *arg
             tm_info("tap: disk %s: the appliance holds no full copy yet; sending it whole", t->disks[d].name);
         }
     }
+    agent_resync_welcome(&t->rs, w);
+    agent_resync_kick(&t->rs);
     tap_copy_pump(t);
+    tap_resync_pump(t);
+}
+
+/* ---- the resync --------------------------------------------------------------------- */
+
+static void tap_on_sums(agent_client_t *c, const wire_resync_sums_t *m, void *arg)
+{
+    tap_t *t = arg;
+    char why[256];
+    if (agent_resync_on_sums(&t->rs, m, why, sizeof why) != 0) {
+        agent_client_abort(c, why);
+        return;
+    }
+    tap_resync_pump(t);
+}
+
+/* Queue the next resync item, when there are sums for one, the stream has
+ * room for every block of it to differ, and nothing else is in the way
+ * (the copy's rules). */
+static void tap_resync_pump(tap_t *t)
+{
+    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down || t->holding)
+        return;
+    size_t reserve = agent_stream_cost(AGENT_RESYNC_ITEM_BYTES) + AGENT_RESYNC_ITEM_BLOCKS * AGENT_REC_OVERHEAD +
+                     agent_stream_cost(0);
+    if (!agent_stream_has_room(&t->stream, t->reserved + reserve))
+        return;
+    tap_io_t *x = tm_calloc(1, sizeof *x);
+    agent_rs_item_t *it = x ? tm_malloc(sizeof *it) : NULL;
+    if (!it || !agent_resync_next(&t->rs, it)) {
+        tm_free(it);
+        tm_free(x);
+        return; /* out of memory: tried again at the next ack or write */
+    }
+    x->tap = t;
+    x->copy = true;
+    x->rsi = it;
+    x->disk = it->disk;
+    x->pieces[0] = (piece_t){PC_COPY, it->off, it->len};
+    x->npieces = 1;
+    x->reserve = reserve;
+    x->where = W_QUEUE;
+    t->reserved += reserve;
+    t->copy_out = true;
+    bool was_empty = t->queue_head == NULL;
+    list_push(&t->queue_head, &t->queue_tail, x);
+    if (was_empty)
+        tap_drain(t);
+}
+
+/* The resync item at the head of the queue: read its range (false: wait
+ * for it), then append each block that differs from the appliance's sum or
+ * that a record of this process touched (adjacent ones as one write), and
+ * SYNCED after the disk's last block. */
+static bool tap_resync_step(tap_t *t, tap_io_t *x)
+{
+    if (x->reading)
+        return false;
+    const agent_rs_item_t *it = x->rsi;
+    if (!x->read_ready) {
+        x->rbuf = tm_malloc(it->len);
+        if (!x->rbuf) {
+            x->status = -ENOMEM;
+            return true;
+        }
+        uv_buf_t b = uv_buf_init((char *)x->rbuf, (unsigned)it->len);
+        x->fsreq.data = x;
+        x->reading = true;
+        int rc = uv_fs_read(&t->loop, &x->fsreq, t->copy[x->disk].fd, &b, 1, (int64_t)it->off, tap_on_copy_read);
+        if (rc == 0)
+            return false;
+        x->reading = false;
+        x->status = rc;
+        return true;
+    }
+    if (x->status != 0)
+        return true;
+    int rc = 0;
+    uint64_t run_off = 0, run_len = 0; /* differing blocks not appended yet */
+    for (uint32_t k = 0; k <= it->count && rc == 0; k++) {
+        bool differs = false;
+        uint64_t at = (uint64_t)k * it->block, bl = 0;
+        if (k < it->count) {
+            bl = it->len - at < it->block ? it->len - at : it->block;
+            differs = agent_resync_dirty(&t->rs, x->disk, it->first_block + k) ||
+                      XXH3_64bits(x->rbuf + at, bl) != it->sums[k];
+        }
+        if (differs) {
+            if (!run_len)
+                run_off = at;
+            run_len += bl;
+            x->rs_differed++;
+            continue;
+        }
+        if (run_len) {
+            /* an item is at most one write's length: a run fits one record */
+            wire_entry_t e = {.kind = WIRE_R_WRITE, .disk = x->disk, .offset = it->off + run_off,
+                              .length = (uint32_t)run_len, .data = x->rbuf + run_off};
+            rc = agent_stream_append(&t->stream, &e, true, NULL);
+            x->rs_bytes += run_len;
+            run_len = 0;
+        }
+    }
+    if (rc == 0 && it->last)
+        rc = agent_stream_synced(&t->stream, x->disk, true, NULL);
+    if (rc != 0)
+        x->status = rc;
+    return true;
+}
+
+static void tap_resync_item_done(tap_t *t, tap_io_t *x)
+{
+    agent_rs_item_t *it = x->rsi;
+    t->reserved -= x->reserve;
+    t->copy_out = false;
+    if (x->status != 0) {
+        tm_error("tap: disk %s: resync: cannot compare blocks %llu..%llu: %s; asking again", t->disks[x->disk].name,
+                 (unsigned long long)it->first_block, (unsigned long long)(it->first_block + it->count - 1),
+                 tm_strerror(x->status));
+        agent_resync_retry(&t->rs, it);
+        if (t->client)
+            agent_client_abort(t->client, "the resync starts again where it failed");
+    } else {
+        agent_resync_item_done(&t->rs, it, x->rs_differed, x->rs_bytes, t->stream.appended);
+        if (it->last)
+            tm_info("tap: disk %s: resync compared; waiting for the server to acknowledge it",
+                    t->disks[x->disk].name);
+    }
+    tm_free(it);
+    tm_free(x->rbuf);
+    tm_free(x);
+    if (t->client)
+        agent_client_kick(t->client);
 }
 
 /* ---- the client's events --------------------------------------------------------- */
@@ -721,6 +935,7 @@ static void tap_on_acked(agent_client_t *c, uint64_t durable, void *arg)
             tm_info("tap: disk %s: initial copy complete and durable at the appliance", t->disks[d].name);
         }
     }
+    agent_resync_acked(&t->rs, done);
     tap_admit(t);
     tap_check_exit(t);
 }
@@ -793,12 +1008,36 @@ static void tap_close_quiesce(tap_t *t)
     t->holding = false;
 }
 
+/* A clean stop: every record acknowledged, no client left. Each disk the
+ * appliance now holds exactly (copied, no resync left to do) gets its
+ * marker, so the next start need not compare it. Without a WELCOME in this
+ * process nothing was appended (everything is acknowledged), so a marker
+ * taken at start still holds. */
+static void tap_put_markers(tap_t *t)
+{
+    for (unsigned d = 0; d < t->ndisks; d++) {
+        tap_copy_t *cp = &t->copy[d];
+        uint64_t seq;
+        if (t->welcomed && cp->state == CP_DONE && agent_resync_idle(&t->rs, (uint16_t)d))
+            seq = t->stream.acked_seq;
+        else if (!t->welcomed && cp->clean)
+            seq = cp->clean_seq;
+        else
+            continue;
+        int rc = agent_clean_put(t->disks[d].path, cp->fd, t->machine, t->disks[d].name, cp->size, seq);
+        if (rc != 0)
+            tm_warn("tap: disk %s: cannot write its clean-shutdown marker: %s; the next start compares the disk "
+                    "with the appliance's copy", t->disks[d].name, tm_strerror(rc));
+    }
+}
+
 static void tap_check_exit(tap_t *t)
 {
     if (!t->shutting_down || t->finishing || t->srv || (t->q && agent_quiesce_busy(t->q)) ||
         !agent_stream_all_acked(&t->stream))
         return;
     t->finishing = true;
+    tap_put_markers(t);
     printf("tap: stopped; every record acknowledged up to sequence %llu\n",
            (unsigned long long)t->stream.acked_seq);
     fflush(stdout);
@@ -884,13 +1123,20 @@ int agent_tap_run(const agent_tap_opts_t *o)
     t->disks = o->disks;
     t->ndisks = o->ndisks;
     t->copy_rate = o->copy_rate;
+    t->machine = o->machine;
     t->copy = tm_calloc(o->ndisks ? o->ndisks : 1, sizeof *t->copy);
-    if (!t->copy) {
+    t->names = tm_calloc(o->ndisks ? o->ndisks : 1, sizeof *t->names);
+    if (!t->copy || !t->names) {
         tm_error("tap: out of memory");
         goto free_t;
     }
     for (unsigned i = 0; i < o->ndisks; i++)
         t->copy[i].fd = -1;
+    if (o->ndisks == 0 || o->ndisks > WIRE_MAX_DISKS) {
+        tm_error("tap: %u disks; 1 to %u are allowed", o->ndisks, WIRE_MAX_DISKS);
+        code = 2;
+        goto free_t;
+    }
     for (unsigned i = 0; i < o->ndisks; i++) {
         for (unsigned j = 0; j < i; j++) {
             if (strcmp(o->disks[i].name, o->disks[j].name) == 0) {
@@ -927,6 +1173,43 @@ int agent_tap_run(const agent_tap_opts_t *o)
         tm_error("tap: cannot make the stream: %s", tm_strerror(rc));
         goto close_loop;
     }
+    /* Before any write is served: a disk without a clean-shutdown marker
+     * opens its stream with RESYNC (tap.c, "The resync"); every disk's
+     * written blocks are tracked until the first WELCOME says which ones
+     * are compared. */
+    uint64_t sizes[WIRE_MAX_DISKS];
+    for (unsigned i = 0; i < o->ndisks && i < WIRE_MAX_DISKS; i++) {
+        sizes[i] = wd[i].size;
+        t->names[i] = o->disks[i].name;
+    }
+    if ((rc = agent_resync_init(&t->rs, o->ndisks, sizes)) != 0) {
+        tm_error("tap: %s", tm_strerror(rc));
+        goto free_stream;
+    }
+    t->rs.names = t->names;
+    for (unsigned i = 0; i < o->ndisks; i++) {
+        tap_copy_t *cp = &t->copy[i];
+        rc = agent_clean_take(o->disks[i].path, o->machine, o->disks[i].name, cp->size, &cp->clean_seq);
+        if (rc < 0) {
+            tm_error("tap: disk %s: cannot remove the clean-shutdown marker beside %s: %s", o->disks[i].name,
+                     o->disks[i].path, tm_strerror(rc));
+            code = 2;
+            goto free_stream;
+        }
+        cp->clean = rc == 1;
+        rc = agent_resync_track(&t->rs, (uint16_t)i);
+        if (rc == 0 && !cp->clean) {
+            tm_info("tap: disk %s: no clean-shutdown marker: writes may have been lost to the appliance; the disk "
+                    "is compared with its copy there (resync) once connected", o->disks[i].name);
+            rc = agent_resync_want(&t->rs, (uint16_t)i);
+            if (rc == 0)
+                rc = agent_stream_resync(&t->stream, (uint16_t)i, true, NULL);
+        }
+        if (rc != 0) {
+            tm_error("tap: disk %s: %s", o->disks[i].name, tm_strerror(rc));
+            goto free_stream;
+        }
+    }
     if ((rc = nbd_file_backend_new(&t->loop, &t->fb)) != 0) {
         tm_error("tap: cannot make the file backend: %s", tm_strerror(rc));
         goto free_stream;
@@ -948,7 +1231,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
     agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop,
-                              .tag = tap_on_tag};
+                              .tag = tap_on_tag, .sums = tap_on_sums};
     rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {
@@ -956,6 +1239,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
         code = 2;
         goto free_fb;
     }
+    t->rs.client = t->client;
     agent_quiesce_opts_t qo = {.pre_script = o->pre_script, .post_script = o->post_script,
                                .timeout_ms = o->script_timeout_ms};
     agent_quiesce_hooks_t qh = {.hold = tap_hold, .drained = tap_drained, .release = tap_unhold};
@@ -1007,6 +1291,7 @@ free_fb:
     if (t->fb && (rc = nbd_file_backend_free(t->fb)) != 0)
         tm_warn("tap: file backend still busy at exit: %s", tm_strerror(rc));
 free_stream:
+    agent_resync_free(&t->rs);
     agent_stream_free(&t->stream);
 close_loop:
     uv_run(&t->loop, UV_RUN_DEFAULT);
@@ -1018,6 +1303,7 @@ free_t:
         if (t->copy[i].fd >= 0)
             close(t->copy[i].fd);
     tm_free(t->copy);
+    tm_free(t->names);
     tm_free(wd);
     tm_free(t);
     return code;

@@ -12,6 +12,13 @@
  * they go on: its initial copy (all-zero chunks skipped, then a SYNCED
  * record). tap.c explains why a write and a copy chunk cannot be reordered.
  *
+ * A disk the appliance holds but whose image this agent cannot vouch for
+ * (no clean-shutdown marker beside it, agent/clean.h: a previous agent was
+ * killed and its unacknowledged writes are lost) is resynced: the
+ * appliance's block sums are compared with the image, in stream order, and
+ * only the differing blocks are sent (tap.c, "The resync"). A clean stop
+ * (every record acknowledged) writes the markers.
+ *
  * An app tag the appliance asks for is a quiesce (agent/quiesce.h): the
  * pre-script, then new WRITE, TRIM and WRITE_ZEROES requests are held (not
  * applied, not failed) until every one accepted before is in the stream, the
@@ -47,7 +54,8 @@ typedef struct agent_tap_opts {
 } agent_tap_opts_t;
 
 /* Serve until SIGINT/SIGTERM, then stop taking requests and wait for the
- * server to acknowledge what is held (a second signal ends at once). Prints
+ * server to acknowledge what is held, and write the clean-shutdown markers
+ * (a second signal ends at once, without them). Prints
  * "tap: listening on HOST:PORT" on stdout once serving. Returns 0 when
  * everything was acknowledged, 1 on a failure, 2 for bad disks. */
 int agent_tap_run(const agent_tap_opts_t *o);

@@ -3,13 +3,13 @@
  *
  * The appliance opens (and so recovers) its journal, reports what it found
  * on stdout, opens the index and starts the processor (points/), starts
- * ingest (agents connect on --agents) and the API (--api), and runs a libuv
- * loop until SIGINT or SIGTERM. Then, in this order: the API closes (its
- * requests finish, its jobs are cancelled), the processor stops, ingest
+ * ingest (agents connect on --agents), the NBD exports of disks at points
+ * (--nbd) and the API (--api), and runs a libuv loop until SIGINT or
+ * SIGTERM. Then, in this order: the API closes (its requests finish, its
+ * jobs are cancelled), the NBD exports close, the processor stops, ingest
  * closes its listener and connections and lets the journal appends already
  * made complete, the journal closes, and it exits 0. Settings: embedded
- * defaults, then the config file, then flags (config.h). The NBD listener
- * (--nbd) comes with the failover stage.
+ * defaults, then the config file, then flags (config.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,9 +31,12 @@
 #include "cli/cmd.h"
 #include "cli/config.h"
 #include "cli/serve_api.h"
+#include "cli/serve_tags.h"
+#include "cli/serve_resync.h"
 #include "ingest/ingest.h"
 #include "journal/journal.h"
 #include "points/points.h"
+#include "target/export.h"
 
 typedef struct cli_serve_flags {
     const char *data;
@@ -41,6 +44,7 @@ typedef struct cli_serve_flags {
     const char *segment_size;
     const char *agents;
     const char *api;
+    const char *nbd;
 } cli_serve_flags_t;
 
 typedef struct cli_serve {
@@ -53,6 +57,8 @@ typedef struct cli_serve {
     pts_t *pts;
     cli_api_t api;
     bool api_up;
+    tgt_exports_t *nbd;
+    cli_tags_t *tags;
     bool stopping;
     bool reported; /* the failure was already explained */
 } cli_serve_t;
@@ -60,17 +66,19 @@ typedef struct cli_serve {
 static void cli__serve_usage(FILE *out)
 {
     fputs("usage: tidemark serve [--data DIR] [--config FILE] [--segment-size BYTES] [--agents ADDR]\n"
-          "                      [--api ADDR]\n"
+          "                      [--api ADDR] [--nbd ADDR]\n"
           "  --data DIR            data folder (default " CLI_DEFAULT_DATA ", created 0700)\n"
           "  --config FILE         settings file: `key = value` lines, keys data,\n"
-          "                        journal.segment_size, agents, api, ingest.window,\n"
+          "                        journal.segment_size, agents, api, nbd, ingest.window,\n"
           "                        ingest.budget, ingest.handshake_timeout and\n"
           "                        points.cadence; flags override it\n"
           "  --segment-size BYTES  journal segment size for new segments; K, M, G allowed\n"
           "  --agents ADDR         where agents connect, HOST:PORT or [V6]:PORT\n"
           "                        (default " CLI_DEFAULT_AGENTS "; port 0 picks a free port)\n"
           "  --api ADDR            the HTTP/JSON API for the orchestrator and the\n"
-          "                        command line (default " CLI_DEFAULT_API ")\n",
+          "                        command line (default " CLI_DEFAULT_API ")\n"
+          "  --nbd ADDR            disks at points served over NBD as\n"
+          "                        MACHINE/DISK@SELECTOR (default " CLI_DEFAULT_NBD ")\n",
           out);
 }
 
@@ -97,8 +105,8 @@ static int cli__opt_value(int argc, char **argv, int *i, const char *name, const
 /* 0, or the exit status to return (usage already printed). */
 static int cli__serve_parse(int argc, char **argv, cli_serve_flags_t *fl, bool *help)
 {
-    static const char *const names[] = {"--data", "--config", "--segment-size", "--agents", "--api"};
-    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size, &fl->agents, &fl->api};
+    static const char *const names[] = {"--data", "--config", "--segment-size", "--agents", "--api", "--nbd"};
+    const char **slots[] = {&fl->data, &fl->config, &fl->segment_size, &fl->agents, &fl->api, &fl->nbd};
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -161,6 +169,19 @@ static int cli__serve_settings(const cli_serve_flags_t *fl, cli_config_t *cfg)
             return CLI_EXIT_USAGE;
         }
         if (cli_config_set_agents(cfg, fl->agents) != 0) {
+            fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
+            return CLI_EXIT_FAIL;
+        }
+    }
+    if (fl->nbd) {
+        struct sockaddr_storage ss;
+        if (tm_addr_parse(fl->nbd, &ss) != 0) {
+            fprintf(stderr, "tidemark: serve: --nbd: '%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)\n",
+                    fl->nbd);
+            cli__serve_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+        if (cli_config_set_nbd(cfg, fl->nbd) != 0) {
             fprintf(stderr, "tidemark: %s\n", tm_strerror(-ENOMEM));
             return CLI_EXIT_FAIL;
         }
@@ -300,15 +321,28 @@ static void cli__raise_nofile(void)
     printf("tidemark: open files up to %llu (each agent takes one)\n", (unsigned long long)rl.rlim_cur);
 }
 
-/* The API is closed: stop the processor (it reads the journal), then
- * ingest, whose end closes the journal. */
+/* The NBD exports are closed (their reads done, their pins given back):
+ * stop the processor (it reads the journal), then ingest, whose end closes
+ * the journal. */
+static void cli__nbd_stopped(void *arg)
+{
+    cli_serve_t *s = arg;
+    s->nbd = NULL;
+    cli_resync_stop(); /* resync's calls read through pts */
+    pts_close(s->pts);
+    s->pts = NULL;
+    ingest_stop(s->ingest, cli__ingest_stopped, s);
+}
+
+/* The API is closed: close the NBD exports next. */
 static void cli__api_stopped(void *arg)
 {
     cli_serve_t *s = arg;
     s->api_up = false;
-    pts_close(s->pts);
-    s->pts = NULL;
-    ingest_stop(s->ingest, cli__ingest_stopped, s);
+    if (s->nbd)
+        tgt_exports_stop(s->nbd, cli__nbd_stopped, s);
+    else
+        cli__nbd_stopped(s);
 }
 
 static void cli__on_signal(uv_signal_t *h, int signum)
@@ -317,6 +351,8 @@ static void cli__on_signal(uv_signal_t *h, int signum)
     if (s->stopping)
         return;
     s->stopping = true;
+    cli_tags_stop(s->tags);
+    s->tags = NULL;
     tm_info("tidemark: received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
     if (s->api_up)
         cli_api_stop(&s->api, cli__api_stopped, s);
@@ -341,17 +377,21 @@ static int cli__known_machines(pts_t *p, ingest_known_t **out, ingest_options_t 
         tm_free(ms);
         return -ENOMEM;
     }
+    /* k[0].disks owns the one array of all of them, even with no machine */
+    k[0].disks = disks;
     for (size_t i = 0; i < n; i++) {
         wire_disk_t *d = disks + i * WIRE_MAX_DISKS;
-        uint64_t synced = 0;
+        uint64_t synced = 0, resync = 0;
         for (unsigned j = 0; j < ms[i].ndisks; j++) {
             memcpy(d[j].name, ms[i].disks[j].name, sizeof d[j].name);
             d[j].size = ms[i].disks[j].size;
             if (ms[i].disks[j].synced)
                 synced |= UINT64_C(1) << j;
+            if (ms[i].disks[j].resync)
+                resync |= UINT64_C(1) << j;
         }
         k[i] = (ingest_known_t){.name = tm_strdup(ms[i].name), .disks = d, .ndisks = (uint16_t)ms[i].ndisks,
-                                .synced = synced, .seq = ms[i].seq};
+                                .synced = synced, .seq = ms[i].seq, .resync = resync};
         if (!k[i].name)
             rc = -ENOMEM;
     }
@@ -402,6 +442,7 @@ static int cli__serve_loop(cli_serve_t *s)
         .window_bytes = (uint32_t)s->cfg->ingest_window,
         .budget_bytes = s->cfg->ingest_budget,
         .handshake_ms = s->cfg->ingest_handshake_ms,
+        .resync = cli_resync_provider(&s->loop, s->pts, s->jnl),
     };
     /* Ingest starts from what the index knows and reads only the journal
      * after it: the journal may have retired the rest. */
@@ -438,6 +479,20 @@ static int cli__serve_loop(cli_serve_t *s)
                mi.durable_seq);
     }
 
+    rc = tgt_exports_start(&s->loop, s->pts, s->jnl, s->cfg->nbd, &s->nbd, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: nbd: %s\n", err);
+        s->reported = true;
+        rc = UV_EINVAL;
+        s->nbd = NULL;
+        s->stopping = true;
+        cli__nbd_stopped(s);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        goto out_close_loop;
+    }
+    tgt_exports_address(s->nbd, addr, sizeof addr);
+    printf("tidemark: nbd on %s (exports MACHINE/DISK@SELECTOR)\n", addr);
+
     rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->cfg->data_dir, TM_VERSION, s->cfg->api,
                        err, sizeof err);
     if (rc != 0) {
@@ -453,6 +508,14 @@ static int cli__serve_loop(cli_serve_t *s)
     s->api_up = true;
     cli_api_address(&s->api, addr, sizeof addr);
     printf("tidemark: api on %s (token in %s/%s)\n", addr, s->cfg->data_dir, TM_API_TOKEN_FILE);
+
+    uint64_t every = s->cfg->tags_every_ns ? s->cfg->tags_every_ns : CLI_DEFAULT_TAGS_EVERY_NS;
+    rc = cli_tags_start(&s->loop, s->ingest, s->pts, every, &s->tags);
+    if (rc != 0)
+        tm_warn("tidemark: scheduled app-consistent tags are off: %s", tm_strerror(rc));
+    else if (s->tags)
+        printf("tidemark: app-consistent tags asked for every %" PRIu64 " s on each connected machine\n",
+               every / 1000000000u);
 
     /* Printed only once the handlers are in place, so whoever waits for this
      * line may signal us at once. */

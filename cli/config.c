@@ -26,7 +26,18 @@ int cli_config_defaults(cli_config_t *cfg)
     cfg->ingest_budget = 0;
     cfg->ingest_handshake_ms = 0;
     cfg->api = tm_strdup(CLI_DEFAULT_API);
-    return cfg->data_dir && cfg->agents && cfg->api ? 0 : -ENOMEM;
+    cfg->nbd = tm_strdup(CLI_DEFAULT_NBD);
+    return cfg->data_dir && cfg->agents && cfg->api && cfg->nbd ? 0 : -ENOMEM;
+}
+
+int cli_config_set_nbd(cli_config_t *cfg, const char *addr)
+{
+    char *copy = tm_strdup(addr);
+    if (!copy)
+        return -ENOMEM;
+    tm_free(cfg->nbd);
+    cfg->nbd = copy;
+    return 0;
 }
 
 int cli_config_set_api(cli_config_t *cfg, const char *addr)
@@ -67,6 +78,8 @@ void cli_config_free(cli_config_t *cfg)
     cfg->agents = NULL;
     tm_free(cfg->api);
     cfg->api = NULL;
+    tm_free(cfg->nbd);
+    cfg->nbd = NULL;
     for (size_t i = 0; i < cfg->nretention; i++)
         tm_free((char *)cfg->retention[i].machine);
     tm_free(cfg->retention);
@@ -168,6 +181,26 @@ out_too_big:
 
 int cli_config_parse_window(const char *s, const char *what, uint64_t *out, char *err, size_t errlen)
 {
+    return cli_config_parse_duration(s, what, PTS_MIN_RETENTION_NS, PTS_MAX_RETENTION_NS, out, err, errlen);
+}
+
+/* "1m", "30d", ... for messages. */
+static void cli__fmt_duration(uint64_t ns, char *buf, size_t len)
+{
+    uint64_t s = ns / 1000000000u;
+    if (s % 86400 == 0)
+        snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
+    else if (s % 3600 == 0)
+        snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
+    else if (s % 60 == 0)
+        snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
+    else
+        snprintf(buf, len, "%llus", (unsigned long long)s);
+}
+
+int cli_config_parse_duration(const char *s, const char *what, uint64_t min_ns, uint64_t max_ns, uint64_t *out,
+                              char *err, size_t errlen)
+{
     uint64_t v = 0;
     const char *p = s;
     if (!isdigit((unsigned char)*p))
@@ -189,15 +222,18 @@ int cli_config_parse_window(const char *s, const char *what, uint64_t *out, char
     else
         goto out_not_window;
     v *= unit * 1000000000ull;
-    if (v < PTS_MIN_RETENTION_NS || v > PTS_MAX_RETENTION_NS)
+    if (v < min_ns || v > max_ns)
         goto out_range;
     *out = v;
     return 0;
 out_not_window:
     snprintf(err, errlen, "'%s' is not a duration (a number followed by s, m, h or d)", s);
     return TM_EINVAL;
-out_range:
-    snprintf(err, errlen, "%s %s is outside 1m to 30d", what, s);
+out_range:;
+    char lo[24], hi[24];
+    cli__fmt_duration(min_ns, lo, sizeof lo);
+    cli__fmt_duration(max_ns, hi, sizeof hi);
+    snprintf(err, errlen, "%s %s is outside %s to %s", what, s, lo, hi);
     return TM_EINVAL;
 }
 
@@ -326,7 +362,7 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
         return cli__set_data_relative(cfg, path, value);
     if (strcmp(key, "journal.segment_size") == 0)
         return cli_config_parse_segment_size(value, &cfg->segment_size, err, errlen);
-    if (strcmp(key, "agents") == 0 || strcmp(key, "api") == 0) {
+    if (strcmp(key, "agents") == 0 || strcmp(key, "api") == 0 || strcmp(key, "nbd") == 0) {
         struct sockaddr_storage ss;
         if (tm_addr_parse(value, &ss) != 0) {
             snprintf(err, errlen, "'%s' is not an address (HOST:PORT or [V6]:PORT, numeric host)", value);
@@ -334,6 +370,8 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
         }
         if (strcmp(key, "api") == 0)
             return cli_config_set_api(cfg, value);
+        if (strcmp(key, "nbd") == 0)
+            return cli_config_set_nbd(cfg, value);
         return cli_config_set_agents(cfg, value);
     }
     if (strcmp(key, "ingest.window") == 0)
@@ -349,12 +387,20 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
         return cli_config_parse_window(value, "points.retention", &cfg->retention_ns, err, errlen);
     if (strncmp(key, "points.retention.", 17) == 0)
         return cli__set_machine_window(cfg, key + 17, value, err, errlen);
+    if (strcmp(key, "tags.every") == 0) {
+        if (strcmp(value, "off") == 0) {
+            cfg->tags_every_ns = UINT64_MAX;
+            return 0;
+        }
+        return cli_config_parse_duration(value, "tags.every", CLI_MIN_TAGS_EVERY_NS, CLI_MAX_TAGS_EVERY_NS,
+                                         &cfg->tags_every_ns, err, errlen);
+    }
     if (strcmp(key, "points.cadence") == 0)
         return cli_config_parse_ms(value, "points.cadence", PTS_MIN_CADENCE_MS, PTS_MAX_CADENCE_MS,
                                    &cfg->points_cadence_ms, err, errlen);
     snprintf(err, errlen,
-             "unknown key '%s' (known: data, journal.segment_size, agents, api, ingest.window, ingest.budget, "
-             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE)",
+             "unknown key '%s' (known: data, journal.segment_size, agents, api, nbd, ingest.window, ingest.budget, "
+             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE, tags.every)",
              key);
     return TM_EINVAL;
 }

@@ -33,13 +33,17 @@
  *                         h or d (default 24h, at least 1m, at most 30d);
  *                         older data is folded into the replica base
  *   points.retention.NAME machine NAME's own window, same form
+ *   tags.every            how often each connected machine is asked for an
+ *                         app-consistent tag (its agent quiesces): a number
+ *                         followed by s, m, h or d (default 1h, 10s to 7d),
+ *                         or off
  *   points.cadence        how often a crash-consistent point is cut while a
  *                         machine writes: milliseconds, or a number with s
  *                         or ms (default 1s, at least 100ms, at most 3600s)
  * An unknown key or a bad value is an error that names file:line.
  *
- * Keys for the later stages (the nbd listener) come with those stages;
- * until then they are unknown keys.
+ *   nbd                   where disks at points are served over NBD, as
+ *                         MACHINE/DISK@SELECTOR (default 127.0.0.1:10809)
  */
 #ifndef TM_CLI_CONFIG_H
 #define TM_CLI_CONFIG_H
@@ -53,8 +57,12 @@
 #define CLI_DEFAULT_DATA "./tidemark-data"
 #define CLI_DEFAULT_AGENTS "127.0.0.1:7707"
 #define CLI_DEFAULT_API "127.0.0.1:7780"
+#define CLI_DEFAULT_NBD "127.0.0.1:10809"
 #define CLI_JOURNAL_SUBDIR "journal"
 #define CLI_INDEX_SUBDIR "index"
+#define CLI_DEFAULT_TAGS_EVERY_NS (3600ull * 1000000000ull)
+#define CLI_MIN_TAGS_EVERY_NS (10ull * 1000000000ull)
+#define CLI_MAX_TAGS_EVERY_NS (7ull * 86400 * 1000000000ull)
 #define CLI_BASE_SUBDIR "base"
 
 /* Bounds on journal.segment_size: the journal's own minimum, and 1 TiB
@@ -79,9 +87,11 @@ typedef struct cli_config {
     uint32_t ingest_handshake_ms; /* 0 = ingest's default */
     uint32_t points_cadence_ms;   /* 0 = the points stage's default */
     uint64_t retention_ns;        /* 0 = the points stage's default */
+    uint64_t tags_every_ns;       /* app-consistent tags asked for on a schedule; 0 = default, UINT64_MAX = off */
     pts_retention_t *retention;   /* per machine; names owned */
     size_t nretention, retention_cap;
     char *api;             /* owned: the API address (listen or connect) */
+    char *nbd;             /* owned: where disks at points are served over NBD */
 } cli_config_t;
 
 /* Fill in the embedded defaults. 0 or -ENOMEM. */
@@ -108,6 +118,12 @@ int cli_config_set_agents(cli_config_t *cfg, const char *addr);
 /* Parse a retention window: a number followed by s, m, h or d (no unit:
  * seconds), within the points stage's bounds. 0 or TM_EINVAL. */
 int cli_config_parse_window(const char *s, const char *what, uint64_t *out, char *err, size_t errlen);
+/* The same form within [min_ns, max_ns]. */
+int cli_config_parse_duration(const char *s, const char *what, uint64_t min_ns, uint64_t max_ns, uint64_t *out,
+                              char *err, size_t errlen);
+
+/* Replace cfg->nbd with a copy of addr. 0 or -ENOMEM. */
+int cli_config_set_nbd(cli_config_t *cfg, const char *addr);
 
 /* Replace cfg->api with a copy of addr. 0 or -ENOMEM. */
 int cli_config_set_api(cli_config_t *cfg, const char *addr);

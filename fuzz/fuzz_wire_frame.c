@@ -79,7 +79,7 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
     size_t raw = 0, sent = 0, in_scratch = 0;
     for (unsigned i = 0; i < m->count; i++) {
         const wire_entry_t *e = &m->entries[i];
-        FUZZ_ASSERT(e->kind >= WIRE_R_WRITE && e->kind <= WIRE_R_SYNCED);
+        FUZZ_ASSERT(e->kind >= WIRE_R_WRITE && e->kind <= WIRE_R_RESYNC);
         FUZZ_ASSERT(e->codec <= 1 && (e->codec == 0 || e->kind == WIRE_R_WRITE));
         uint32_t n = entry_data(e);
         if (e->codec == 1) {
@@ -130,6 +130,7 @@ static void check_records(const wire_records_t *m, const uint8_t *body, size_t l
             FUZZ_ASSERT(!e->length && !e->stored && !e->disk && !e->offset && !e->hash && !e->id && !e->tag_kind);
             break;
         case WIRE_R_SYNCED:
+        case WIRE_R_RESYNC:
             FUZZ_ASSERT(e->disk < WIRE_MAX_DISKS && !e->length && !e->stored && !e->offset && !e->hash && !e->id &&
                         !e->tag_kind);
             break;
@@ -259,6 +260,39 @@ static void check_body(uint16_t type, const uint8_t *body, size_t len)
         rc = wire_dec_error(body, len, &e, reason, sizeof reason);
         if (rc == 0)
             same_frame(&b, wire_enc_error(&b, e.code, e.text), type, body, len);
+        break;
+    }
+    case WIRE_T_RESYNC_REQUEST: {
+        wire_resync_request_t q;
+        rc = wire_dec_resync_request(body, len, &q, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(q.disk < WIRE_MAX_DISKS && wire_resync_block_ok(q.block_size));
+            same_frame(&b, wire_enc_resync_request(&b, &q), type, body, len);
+        }
+        break;
+    }
+    case WIRE_T_RESYNC_ACK: {
+        uint16_t disk, frames;
+        rc = wire_dec_resync_ack(body, len, &disk, &frames, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(disk < WIRE_MAX_DISKS && frames >= 1 && frames <= WIRE_RESYNC_WINDOW);
+            same_frame(&b, wire_enc_resync_ack(&b, disk, frames), type, body, len);
+        }
+        break;
+    }
+    case WIRE_T_RESYNC_SUMS: {
+        wire_resync_sums_t m;
+        rc = wire_dec_resync_sums(body, len, &m, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(m.count <= WIRE_MAX_SUMS && len == WIRE_RESYNC_SUMS_HDR_LEN + 8u * (size_t)m.count);
+            FUZZ_ASSERT(m.disk < WIRE_MAX_DISKS && wire_resync_block_ok(m.block_size));
+            FUZZ_ASSERT(m.count || (m.flags & WIRE_SUMS_LAST));
+            static uint64_t sums[WIRE_MAX_SUMS];
+            for (uint32_t i = 0; i < m.count; i++)
+                sums[i] = wire_sums_get(&m, i);
+            m.sums = sums;
+            same_frame(&b, wire_enc_resync_sums(&b, &m), type, body, len);
+        }
         break;
     }
     default:
@@ -424,7 +458,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The stream as the body of each type, ending where the input ends. */
     static const uint16_t types[] = {WIRE_T_HELLO,   WIRE_T_AUTH, WIRE_T_RECORDS,     WIRE_T_CHALLENGE, WIRE_T_WELCOME,
-                                     WIRE_T_ACK,     WIRE_T_TAG_REQUEST, WIRE_T_STOP, WIRE_T_ERROR};
+                                     WIRE_T_ACK,     WIRE_T_TAG_REQUEST, WIRE_T_STOP, WIRE_T_ERROR,
+                                     WIRE_T_RESYNC_REQUEST, WIRE_T_RESYNC_ACK, WIRE_T_RESYNC_SUMS};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (len <= wire_body_limit(types[i]))
             check_body(types[i], len ? stream : NULL, len);

@@ -293,6 +293,25 @@ static int gen_wire(const char *dir)
         (rc = wire_seed(dir, "error", 0, &b)) != 0)
         goto out;
 
+    /* Resync frames, and a batch with a RESYNC record and its SYNCED. */
+    rc = -ENOMEM;
+    wire_resync_request_t rq = {.disk = 1, .block_size = 65536, .first_block = 3};
+    if (wire_enc_resync_request(&b, &rq) != 0 || (rc = wire_seed(dir, "resync-request", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_resync_ack(&b, 1, 2) != 0 || (rc = wire_seed(dir, "resync-ack", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    uint64_t sums[5] = {0x1122334455667788ull, 0, UINT64_MAX, 42, 0xfeedfacecafebeefull};
+    wire_resync_sums_t rs = {.disk = 1, .flags = WIRE_SUMS_LAST, .block_size = 65536, .seq = 77, .first_block = 3,
+                             .count = 5, .sums = sums};
+    if (wire_enc_resync_sums(&b, &rs) != 0 || (rc = wire_seed(dir, "resync-sums", 0x03, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    wire_entry_t rr[] = {{.kind = WIRE_R_RESYNC, .disk = 0}, {.kind = WIRE_R_SYNCED, .disk = 0}};
+    if (wire_enc_records(&b, 300, rr, 2, false) != 0 || (rc = wire_seed(dir, "records-resync", 0, &b)) != 0)
+        goto out;
+
     /* Frames back to back, in pieces of up to 17 bytes. */
     rc = -ENOMEM;
     if (wire_enc_ack(&b, 6) != 0 || wire_enc_tag_request(&b, WIRE_TAG_CRASH, 13, "t13") != 0 ||

@@ -43,7 +43,55 @@ typedef struct ingest_known {
     uint16_t ndisks;
     uint64_t synced;          /* bit d: disk d's initial copy is durable */
     uint64_t seq;             /* its last durable stream sequence */
+    uint64_t resync;          /* bit d: disk d's resync is open (a durable RESYNC record not yet
+                                 followed by its SYNCED); 0 when the index does not say */
 } ingest_known_t;
+
+/* Resync (docs/agent-protocol.md, "Resync"): disk bytes the provider reads
+ * for one call, and calls in flight per session. A call's sums are one
+ * RESYNC_SUMS frame. */
+#define INGEST_RESYNC_CALL_BYTES (64u << 20)
+#define INGEST_RESYNC_CALLS 2u
+
+/*
+ * One call of the block-sum provider: the XXH3-64 of each of `count`
+ * blocks of block_size bytes from first_block on, of disk `disk` of
+ * `machine` as the appliance holds it at some stream sequence >= min_seq
+ * (the machine's latest durable one is what ingest wants). The disk's last
+ * block may be short: its sum covers the bytes inside the disk.
+ */
+typedef struct ingest_sums_req {
+    /* ingest's, read only for the provider */
+    char machine[WIRE_MAX_NAME + 1];
+    uint16_t disk;
+    char disk_name[WIRE_MAX_NAME + 1];
+    uint64_t disk_size;
+    uint32_t block_size;
+    uint64_t first_block;
+    uint32_t count;        /* 1..WIRE_MAX_SUMS */
+    uint64_t min_seq;
+    uint64_t *sums;        /* count slots for the provider to fill */
+    /* the provider's answer, set before ingest_sums_done */
+    uint64_t seq;          /* the stream sequence the sums are as of */
+    int status;            /* 0, or an error (err says it for a person) */
+    char err[200];
+} ingest_sums_req_t;
+
+/*
+ * The block-sum provider (`tidemark serve`: cli/serve_resync.c, over the
+ * points stage and target/). sums() starts the work and returns 0 at once;
+ * the provider then calls ingest_sums_done(req) exactly once, later, on the
+ * loop's thread (never from inside sums()). A nonzero return means it
+ * could not start: no done follows. ingest_stop waits for every call to be
+ * done.
+ */
+typedef struct ingest_resync_provider {
+    int (*sums)(void *arg, ingest_sums_req_t *req);
+    void *arg;
+} ingest_resync_provider_t;
+
+/* The provider finished req (on the loop's thread). */
+void ingest_sums_done(ingest_sums_req_t *req);
 
 typedef struct ingest_options {
     const char *data_dir;  /* holds machines.conf */
@@ -59,6 +107,9 @@ typedef struct ingest_options {
     const ingest_known_t *known;
     size_t nknown;
     uint64_t known_lsn;
+    /* Block sums for agents' resync requests (copied); NULL: a resync
+     * request gets ERROR `internal`. */
+    const ingest_resync_provider_t *resync;
 } ingest_options_t;
 
 /*
@@ -78,13 +129,19 @@ void ingest_address(const ingest_t *ig, char *buf, size_t len);
  * API and status later). A machine is in INITIAL_COPY from its first session
  * until every one of its disks has a durable SYNCED record (its agent sent
  * the disk whole), then PROTECTED: from then on the journal holds every
- * change since a full copy. NEW: known only from batches whose disks record
+ * change since a full copy; RESYNC while an agent that lost track of its
+ * writes has a disk compared and its differing blocks sent (from the
+ * RESYNC record to the SYNCED record of that disk). NEW: known only from batches whose disks record
  * is no longer in the journal (not expected in practice).
  */
 typedef enum {
     INGEST_MACHINE_NEW = 0,
     INGEST_MACHINE_INITIAL_COPY = 1,
     INGEST_MACHINE_PROTECTED = 2,
+    /* Every disk copied, but one or more is being resynced (a durable
+     * RESYNC record of it without its SYNCED yet): the appliance's copy is
+     * not crash-consistent until the resync ends. */
+    INGEST_MACHINE_RESYNC = 3,
 } ingest_machine_state_t;
 
 typedef struct ingest_machine_info {
@@ -92,11 +149,12 @@ typedef struct ingest_machine_info {
     ingest_machine_state_t state;
     unsigned ndisks;      /* 0 while NEW */
     unsigned synced;      /* disks whose initial copy is durable */
+    unsigned resyncing;   /* disks whose resync is open */
     uint64_t durable_seq; /* the last stream sequence held durably */
     int connected;        /* an agent is streaming now (1) or not (0) */
 } ingest_machine_info_t;
 
-/* "new", "initial-copy" or "protected". */
+/* "new", "initial-copy", "protected" or "resync". */
 const char *ingest_machine_state_name(ingest_machine_state_t s);
 
 /* The machines ingest knows (from the journal and from sessions since

@@ -29,6 +29,7 @@
 #define IG_KEEPALIVE_PROBES 6
 
 typedef struct ig_conn ig_conn_t;
+typedef struct ig_resync ig_resync_t;
 
 /* A protected machine as ingest knows it: from the journal and from
  * sessions. Lives as long as the server. */
@@ -39,6 +40,7 @@ typedef struct ig_machine {
     uint64_t durable_seq;   /* every stream record <= this is durable */
     uint64_t next_seq;      /* the sequence the live session must send next */
     uint64_t synced;        /* bit d: disk d's initial copy is durable (a SYNCED record) */
+    uint64_t resync;        /* bit d: disk d's resync is open (a durable RESYNC record, no SYNCED since) */
     unsigned inflight;      /* journal appends not completed */
     ig_conn_t *conn;        /* the session that owns the stream, if any */
     bool ack_due;           /* durable_seq moved: send an ACK this turn */
@@ -55,6 +57,8 @@ typedef struct ig_append {
     uint32_t raw_len;      /* for the session's window */
     uint32_t bytes;        /* payload size, for the global budget */
     uint64_t synced;       /* bit d: the batch holds a SYNCED record for disk d */
+    uint64_t resync_open;  /* ingest_rec_batch_resync's masks of the batch */
+    uint64_t resync_close;
     int status;
     struct ig_append *next;
 } ig_append_t;
@@ -91,6 +95,7 @@ struct ig_conn {
     uint64_t unacked_raw;   /* raw bytes received, not yet acknowledged */
     uint64_t deadline_ns;   /* handshake or linger deadline; 0 none */
     unsigned writes;        /* writes in flight */
+    ig_resync_t *rs;        /* the resync this session asked for, while it runs (resync.c) */
 };
 
 struct ingest {
@@ -130,6 +135,10 @@ struct ingest {
     unsigned inflight;     /* appends not yet handled on the loop */
     uint64_t queued_bytes; /* their payload bytes */
     bool paused;           /* over the budget: streaming sessions do not read */
+    /* resync: the block-sum provider and its calls not done yet */
+    ingest_resync_provider_t provider;
+    bool has_provider;
+    unsigned sums_inflight;
     /* stopping */
     bool stopping;
     unsigned open_handles;
@@ -146,6 +155,8 @@ uint64_t ig_machine_all_disks(const ig_machine_t *m); /* the synced mask of a fu
 /* SYNCED records of a batch became durable: record them, and log the disks
  * and the machine that finished their initial copy (once each). */
 void ig_machine_synced(ig_machine_t *m, uint64_t mask);
+/* A durable batch opened (RESYNC) or closed (SYNCED) disks' resyncs. */
+void ig_machine_resync(ig_machine_t *m, uint64_t open, uint64_t close);
 void ig_machines_free(ingest_t *ig);
 
 /* session.c */
@@ -157,7 +168,13 @@ void ig_conn_append_done(ig_append_t *a);  /* on the loop, in LSN order */
  * serving); NULL when not registered. */
 const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name);
 
+/* resync.c */
+void ig_resync_request(ig_conn_t *c); /* a RESYNC_REQUEST frame is in c->dec */
+void ig_resync_ack(ig_conn_t *c);     /* a RESYNC_ACK frame is in c->dec */
+void ig_resync_release(ig_conn_t *c); /* the session ends: drop its resync, orphan its calls */
+
 /* server.c */
+void ig_maybe_stopped(ingest_t *ig);
 void ig_conn_fail(ig_conn_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void ig_conn_close(ig_conn_t *c); /* at once, no ERROR */
 int ig_conn_send(ig_conn_t *c, const wire_buf_t *b);

@@ -80,6 +80,31 @@ int ingest_rec_batch_synced(const ingest_batch_rec_t *b, uint64_t *mask)
     return 0;
 }
 
+int ingest_rec_batch_resync(const ingest_batch_rec_t *b, uint64_t *open, uint64_t *close)
+{
+    *open = *close = 0;
+    if ((uint64_t)b->count * WIRE_ENTRY_LEN > b->body_len - WIRE_RECORDS_HDR_LEN)
+        return TM_ECORRUPT;
+    for (unsigned i = 0; i < b->count; i++) {
+        const uint8_t *e = b->body + WIRE_RECORDS_HDR_LEN + (size_t)i * WIRE_ENTRY_LEN;
+        if (e[0] != WIRE_R_SYNCED && e[0] != WIRE_R_RESYNC)
+            continue;
+        uint16_t disk = tm_get16(e + 4);
+        if (disk >= WIRE_MAX_DISKS)
+            return TM_ECORRUPT;
+        uint64_t bit = UINT64_C(1) << disk;
+        /* in stream order: the later record of a disk decides */
+        if (e[0] == WIRE_R_RESYNC) {
+            *open |= bit;
+            *close &= ~bit;
+        } else {
+            *close |= bit;
+            *open &= ~bit;
+        }
+    }
+    return 0;
+}
+
 size_t ingest_rec_disks_encode(uint8_t *out, const char *machine, const wire_disk_t *disks, uint16_t ndisks)
 {
     size_t o = 0;

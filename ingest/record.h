@@ -67,6 +67,13 @@ int ingest_rec_batch_parse(const uint8_t *p, size_t len, ingest_batch_rec_t *out
  * body or a SYNCED names a disk past WIRE_MAX_DISKS. */
 int ingest_rec_batch_synced(const ingest_batch_rec_t *b, uint64_t *mask);
 
+/* What the batch does to its disks' resyncs, in stream order: bit d of
+ * *open when disk d's last RESYNC/SYNCED record in it is a RESYNC (the
+ * resync is open after the batch), of *close when it is a SYNCED (closed
+ * after it; also the end of an initial copy). Entries only, like
+ * ingest_rec_batch_synced. 0 or TM_ECORRUPT. */
+int ingest_rec_batch_resync(const ingest_batch_rec_t *b, uint64_t *open, uint64_t *close);
+
 /* Write a disks record into out (INGEST_DISKS_MAX bytes); returns its length. */
 size_t ingest_rec_disks_encode(uint8_t *out, const char *machine, const wire_disk_t *disks, uint16_t ndisks);
 

@@ -28,7 +28,6 @@ typedef struct ig_write {
     uint8_t data[];
 } ig_write_t;
 
-static void ig__maybe_stopped(ingest_t *ig);
 
 static void ig__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void ig__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -369,6 +368,7 @@ static void ig__conn_release(ig_conn_t *c)
     if (c->m && c->m->conn == c)
         c->m->conn = NULL;
     c->m = NULL;
+    ig_resync_release(c);
     ig__pend_free(c);
     tm_free(c->hello);
     c->hello = NULL;
@@ -413,7 +413,7 @@ static void ig_conn_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     ig->nconns--;
     tm_free(c);
-    ig__maybe_stopped(ig);
+    ig_maybe_stopped(ig);
 }
 
 void ig_conn_close(ig_conn_t *c)
@@ -546,7 +546,7 @@ static void ig__async_cb(uv_async_t *h)
     ig->ack_list = NULL;
     wire_buf_free(&b);
     ig__budget_done(ig);
-    ig__maybe_stopped(ig);
+    ig_maybe_stopped(ig);
 }
 
 /* ---- the sweep: handshake and linger deadlines ------------------------------ */
@@ -587,12 +587,13 @@ static void ig__handle_closed(uv_handle_t *h)
 {
     ingest_t *ig = h->data;
     ig->open_handles--;
-    ig__maybe_stopped(ig);
+    ig_maybe_stopped(ig);
 }
 
-static void ig__maybe_stopped(ingest_t *ig)
+void ig_maybe_stopped(ingest_t *ig)
 {
-    if (!ig->stopping || ig->nconns)
+    /* A provider's call still running refers to ig: wait for its done. */
+    if (!ig->stopping || ig->nconns || ig->sums_inflight)
         return;
     if (ig->inflight == 0 && !uv_is_closing((uv_handle_t *)&ig->async)) {
         uv_close((uv_handle_t *)&ig->async, ig__handle_closed);
@@ -612,7 +613,7 @@ void ingest_stop(ingest_t *ig, ingest_stopped_cb cb, void *arg)
     ig->stopping = true;
     ig->stopped_cb = cb;
     ig->stopped_arg = arg;
-    /* Every handle is closed here, so ig__maybe_stopped can only finish from a
+    /* Every handle is closed here, so ig_maybe_stopped can only finish from a
      * close callback: cb never runs inside this call. */
     uv_close((uv_handle_t *)&ig->listener, ig__handle_closed);
     uv_close((uv_handle_t *)&ig->idle, ig__handle_closed);
@@ -648,6 +649,10 @@ int ingest_start(uv_loop_t *loop, jnl_t *jnl, const ingest_options_t *opts, inge
     ig->window = opts->window_bytes ? opts->window_bytes : INGEST_DEFAULT_WINDOW;
     ig->budget = opts->budget_bytes ? opts->budget_bytes : INGEST_DEFAULT_BUDGET;
     ig->handshake_ms = opts->handshake_ms ? opts->handshake_ms : INGEST_HANDSHAKE_MS;
+    if (opts->resync && opts->resync->sums) {
+        ig->provider = *opts->resync;
+        ig->has_provider = true;
+    }
     snprintf(ig->server_id, sizeof ig->server_id, "%s", opts->server_id ? opts->server_id : "tidemark");
     ig->data_dir = tm_strdup(opts->data_dir);
     ig->readbuf = tm_malloc(IG_READ_BUF);

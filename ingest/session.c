@@ -42,7 +42,7 @@ static void ig__jnl_cb(jnl_append_req_t *req, int status)
 }
 
 static int ig__append(ig_conn_t *c, uint8_t type, const jnl_buf_t *bufs, unsigned nbufs, uint64_t last_seq,
-                      uint32_t raw_len, uint64_t synced)
+                      uint32_t raw_len, uint64_t synced, uint64_t resync_open, uint64_t resync_close)
 {
     ingest_t *ig = c->ig;
     ig_append_t *a = tm_calloc(1, sizeof *a);
@@ -58,6 +58,8 @@ static int ig__append(ig_conn_t *c, uint8_t type, const jnl_buf_t *bufs, unsigne
     a->raw_len = raw_len;
     a->bytes = bytes;
     a->synced = synced;
+    a->resync_open = resync_open;
+    a->resync_close = resync_close;
     int rc = jnl_append(ig->jnl, &a->req, type, bufs, nbufs, 0, ig__jnl_cb);
     if (rc) {
         tm_free(a);
@@ -89,6 +91,8 @@ void ig_conn_append_done(ig_append_t *a)
          * like an ACK: the WELCOME and the operator never see more. */
         if (a->synced)
             ig_machine_synced(m, a->synced);
+        if (a->resync_open || a->resync_close)
+            ig_machine_resync(m, a->resync_open, a->resync_close);
         return;
     }
     tm_error("ingest: machine %s: the journal could not keep %s (LSN %" PRIu64 "): %s", m->name,
@@ -276,7 +280,7 @@ static void ig__on_auth(ig_conn_t *c)
         rc = rec ? ig_machine_set_disks(m, c->hello->disks, c->hello->ndisks) : -ENOMEM;
         if (rc == 0) {
             jnl_buf_t buf = {rec, ingest_rec_disks_encode(rec, m->name, m->disks, m->ndisks)};
-            rc = ig__append(c, INGEST_REC_DISKS, &buf, 1, 0, 0, 0);
+            rc = ig__append(c, INGEST_REC_DISKS, &buf, 1, 0, 0, 0, 0, 0);
             if (rc)
                 ig_machine_set_disks(m, NULL, 0);
         }
@@ -321,16 +325,26 @@ static void ig__on_records(ig_conn_t *c)
                      r->first_seq, m->next_seq);
         return;
     }
-    uint64_t synced = 0;
+    uint64_t synced = 0, ropen = 0, rclose = 0;
     for (unsigned i = 0; i < r->count; i++) {
         const wire_entry_t *e = &r->entries[i];
-        if (e->kind == WIRE_R_SYNCED) {
+        if (e->kind == WIRE_R_SYNCED || e->kind == WIRE_R_RESYNC) {
             if (e->disk >= m->ndisks) {
-                ig_conn_fail(c, WIRE_E_RANGE, "record %u (sequence %" PRIu64 "): synced for disk %u, but the machine has %u",
-                             i, r->first_seq + i, e->disk, m->ndisks);
+                ig_conn_fail(c, WIRE_E_RANGE, "record %u (sequence %" PRIu64 "): %s for disk %u, but the machine has %u",
+                             i, r->first_seq + i, e->kind == WIRE_R_SYNCED ? "synced" : "resync", e->disk,
+                             m->ndisks);
                 return;
             }
-            synced |= UINT64_C(1) << e->disk;
+            uint64_t bit = UINT64_C(1) << e->disk;
+            /* in stream order, like ingest_rec_batch_resync at start */
+            if (e->kind == WIRE_R_SYNCED) {
+                synced |= bit;
+                rclose |= bit;
+                ropen &= ~bit;
+            } else {
+                ropen |= bit;
+                rclose &= ~bit;
+            }
             continue;
         }
         if (e->kind != WIRE_R_WRITE && e->kind != WIRE_R_ZERO && e->kind != WIRE_R_TRIM)
@@ -362,7 +376,7 @@ static void ig__on_records(ig_conn_t *c)
         {c->dec.body, c->dec.hdr.body_len},
     };
     uint64_t last = r->first_seq + r->count - 1;
-    rc = ig__append(c, INGEST_REC_BATCH, bufs, 2, last, r->raw_len, synced);
+    rc = ig__append(c, INGEST_REC_BATCH, bufs, 2, last, r->raw_len, synced, ropen, rclose);
     if (rc) {
         /* TM_EFAILED alone does not say what is wrong: name the failure
          * the journal is still in (it may have recovered meanwhile). */
@@ -410,9 +424,14 @@ void ig_conn_frame(ig_conn_t *c)
         ig__on_auth(c);
         return;
     case IG_ST_STREAM:
-        if (type != WIRE_T_RECORDS)
+        if (type == WIRE_T_RECORDS)
+            ig__on_records(c);
+        else if (type == WIRE_T_RESYNC_REQUEST)
+            ig_resync_request(c);
+        else if (type == WIRE_T_RESYNC_ACK)
+            ig_resync_ack(c);
+        else
             break;
-        ig__on_records(c);
         return;
     case IG_ST_WAIT:
         ig_conn_fail(c, WIRE_E_PROTOCOL, "frame type 0x%x before WELCOME", type);
@@ -421,7 +440,7 @@ void ig_conn_frame(ig_conn_t *c)
     case IG_ST_CLOSED:
         return;
     }
-    static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS"};
+    static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS, RESYNC_REQUEST or RESYNC_ACK"};
     ig_conn_fail(c, WIRE_E_PROTOCOL, "expected %s, got frame type 0x%x", want[c->state], type);
 }
 

@@ -90,6 +90,24 @@ void ig_machine_synced(ig_machine_t *m, uint64_t mask)
         tm_info("ingest: machine %s is protected: initial copy of %u disk(s) complete", m->name, m->ndisks);
 }
 
+void ig_machine_resync(ig_machine_t *m, uint64_t open, uint64_t close)
+{
+    uint64_t all = ig_machine_all_disks(m);
+    uint64_t was = m->resync & all;
+    uint64_t now = ((m->resync | open) & ~close) & all;
+    m->resync = now;
+    for (unsigned d = 0; d < m->ndisks; d++) {
+        uint64_t bit = UINT64_C(1) << d;
+        if ((now & bit) && !(was & bit))
+            tm_info("ingest: machine %s: resync of disk %s began: its copy is not crash-consistent until it ends",
+                    m->name, m->disks[d].name);
+        else if (!(now & bit) && (was & bit))
+            tm_info("ingest: machine %s: resync of disk %s complete", m->name, m->disks[d].name);
+    }
+    if (was && !now && (m->synced & all) == all)
+        tm_info("ingest: machine %s is protected again: resync complete", m->name);
+}
+
 static void ig__info(const ig_machine_t *m, ingest_machine_info_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -97,9 +115,11 @@ static void ig__info(const ig_machine_t *m, ingest_machine_info_t *out)
     uint64_t all = ig_machine_all_disks(m);
     out->ndisks = m->ndisks;
     out->synced = ig__popcount(m->synced & all);
+    out->resyncing = ig__popcount(m->resync & all);
     out->state = m->ndisks == 0                ? INGEST_MACHINE_NEW
-                 : (m->synced & all) == all ? INGEST_MACHINE_PROTECTED
-                                              : INGEST_MACHINE_INITIAL_COPY;
+                 : (m->synced & all) != all ? INGEST_MACHINE_INITIAL_COPY
+                 : (m->resync & all)        ? INGEST_MACHINE_RESYNC
+                                              : INGEST_MACHINE_PROTECTED;
     out->durable_seq = m->durable_seq;
     out->connected = m->conn != NULL;
 }
@@ -110,6 +130,7 @@ const char *ingest_machine_state_name(ingest_machine_state_t s)
     case INGEST_MACHINE_NEW: return "new";
     case INGEST_MACHINE_INITIAL_COPY: return "initial-copy";
     case INGEST_MACHINE_PROTECTED: return "protected";
+    case INGEST_MACHINE_RESYNC: return "resync";
     }
     return "unknown";
 }
@@ -181,6 +202,11 @@ static int ig__rebuild_one(ingest_t *ig, const jnl_record_t *rec, wire_disk_t *d
         if (rc)
             goto out_bad;
         m->synced |= mask;
+        uint64_t open, close;
+        rc = ingest_rec_batch_resync(&b, &open, &close);
+        if (rc)
+            goto out_bad;
+        m->resync = (m->resync | open) & ~close;
         return 0;
     }
     if (rec->type == INGEST_REC_DISKS) {
@@ -212,6 +238,7 @@ static int ig__seed(ingest_t *ig, const ingest_options_t *opts)
             return -ENOMEM;
         m->durable_seq = k->seq;
         m->synced = k->synced;
+        m->resync = k->resync;
     }
     return 0;
 }
@@ -264,6 +291,7 @@ int ig_rebuild(ingest_t *ig, const ingest_options_t *opts, char *err, size_t err
         m->next_seq = m->durable_seq + 1;
         /* SYNCED names disk indexes; only the machine's own disks count. */
         m->synced &= ig_machine_all_disks(m);
+        m->resync &= ig_machine_all_disks(m);
     }
     tm_free(disks);
 out_close:

@@ -207,11 +207,13 @@ void jnl_reader_close(jnl_reader_t *r)
     tm_free(r);
 }
 
-int jnl_read_at(jnl_t *j, jnl_pos_t pos, jnl_record_t *rec, uint8_t **buf, size_t *cap)
+/* The segment a record position names, and its file open for reading:
+ * the fd, or TM_ECLOSED, TM_ENOTFOUND (no record can start there),
+ * TM_ERETIRED, -errno. */
+static int jnl__open_at(jnl_t *j, jnl_pos_t pos, jnl_seg_t *seg)
 {
     pthread_mutex_lock(&j->mu);
     int rc = 0;
-    jnl_seg_t seg;
     if (j->closed)
         rc = TM_ECLOSED;
     else if (j->nsegs == 0 || pos.seg > j->segs[j->nsegs - 1].seq)
@@ -219,16 +221,23 @@ int jnl_read_at(jnl_t *j, jnl_pos_t pos, jnl_record_t *rec, uint8_t **buf, size_
     else if (pos.seg < j->segs[0].seq)
         rc = TM_ERETIRED;
     else
-        seg = j->segs[pos.seg - j->segs[0].seq];
+        *seg = j->segs[pos.seg - j->segs[0].seq];
     pthread_mutex_unlock(&j->mu);
     if (rc)
         return rc;
-    if (pos.off < JNL_SEG_DATA_OFF || pos.off + JNL_REC_OVERHEAD > seg.end)
+    if (pos.off < JNL_SEG_DATA_OFF || pos.off + JNL_REC_OVERHEAD > seg->end)
         return TM_ENOTFOUND;
-
     int fd = jnl__open_seg_rd(j, pos.seg);
+    return fd == -ENOENT ? TM_ERETIRED : fd;
+}
+
+int jnl_read_at(jnl_t *j, jnl_pos_t pos, jnl_record_t *rec, uint8_t **buf, size_t *cap)
+{
+    jnl_seg_t seg;
+    int fd = jnl__open_at(j, pos, &seg);
     if (fd < 0)
-        return fd == -ENOENT ? TM_ERETIRED : fd;
+        return fd;
+    int rc;
     uint8_t hdr[JNL_REC_HDR_LEN];
     uint64_t avail = seg.end - pos.off;
     rc = jnl__pread_full(&j->io, fd, hdr, sizeof hdr, pos.off);
@@ -275,26 +284,11 @@ out_close:
 
 int jnl_read_part(jnl_t *j, jnl_pos_t pos, uint64_t lsn, uint32_t at, void *buf, uint32_t len)
 {
-    pthread_mutex_lock(&j->mu);
-    int rc = 0;
     jnl_seg_t seg;
-    if (j->closed)
-        rc = TM_ECLOSED;
-    else if (j->nsegs == 0 || pos.seg > j->segs[j->nsegs - 1].seq)
-        rc = TM_ENOTFOUND;
-    else if (pos.seg < j->segs[0].seq)
-        rc = TM_ERETIRED;
-    else
-        seg = j->segs[pos.seg - j->segs[0].seq];
-    pthread_mutex_unlock(&j->mu);
-    if (rc)
-        return rc;
-    if (pos.off < JNL_SEG_DATA_OFF || pos.off + JNL_REC_OVERHEAD > seg.end)
-        return TM_ENOTFOUND;
-
-    int fd = jnl__open_seg_rd(j, pos.seg);
+    int fd = jnl__open_at(j, pos, &seg);
     if (fd < 0)
-        return fd == -ENOENT ? TM_ERETIRED : fd;
+        return fd;
+    int rc;
     uint8_t hdr[JNL_REC_HDR_LEN];
     rc = jnl__pread_full(&j->io, fd, hdr, sizeof hdr, pos.off);
     if (rc)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/endian.h"
 #include "base/err.h"
 #include "base/mem.h"
 #include "points/pts_int.h"
@@ -103,6 +104,72 @@ static int pts__latest_app(pts_t *p, const char *machine, pts_point_t *out, char
     return 0;
 }
 
+/* The window of inconsistency holding seq, if any: [*b, *e). */
+static int pts__window_at(pts_t *p, uint32_t mid, uint64_t seq, uint64_t *b, uint64_t *e)
+{
+    uint8_t lo[5], hi[5], at[PTS_POINT_KEY_LEN];
+    pts_key_prefix(lo, PTS_K_UNSAFE, mid);
+    pts_key_prefix(hi, PTS_K_UNSAFE, mid + 1);
+    pts_key_unsafe(at, mid, seq);
+    pts_iter_t *it = pts_iter_new(pts_index(p), lo, sizeof lo, hi, sizeof hi);
+    if (!it)
+        return -ENOMEM;
+    *b = *e = 0;
+    pts_iter_seek_for_prev(it, at, sizeof at);
+    int rc = 0;
+    if (pts_iter_valid(it)) {
+        size_t kl, vl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        const uint8_t *v = pts_iter_value(it, &vl);
+        if (kl != PTS_POINT_KEY_LEN || vl != 8) {
+            rc = TM_ECORRUPT;
+        } else {
+            *b = tm_get_be64(k + 5);
+            *e = tm_get64(v);
+        }
+    } else {
+        rc = pts_iter_status(it);
+    }
+    pts_iter_free(it);
+    return rc;
+}
+
+/* Move *seq (found by the time iterator `it`, at its batch) back out of
+ * any window of inconsistency, and *ns to the time of the batch holding
+ * the new position. 0, or TM_ENOPOINT when no consistent position is left. */
+static int pts__consistent_at(pts_t *p, const pts_machine_t *m, pts_iter_t *it, uint64_t *seq, uint64_t *ns)
+{
+    uint64_t s = *seq;
+    if (m->unsafe_since && s >= m->unsafe_since)
+        s = m->unsafe_since - 1;
+    uint64_t b, e;
+    int rc = pts__window_at(p, m->id, s, &b, &e);
+    if (rc)
+        return rc;
+    if (b && s >= b && s < e)
+        s = b - 1;
+    if (s == 0)
+        return TM_ENOPOINT;
+    if (s == *seq)
+        return 0;
+    /* back through the batches to the one holding s */
+    for (; pts_iter_valid(it); pts_iter_prev(it)) {
+        size_t kl, vl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        const uint8_t *v = pts_iter_value(it, &vl);
+        uint32_t mid;
+        pts_tbatch_t tb;
+        if (pts_time_parse(k, kl, v, vl, &mid, &tb) != 0)
+            return TM_ECORRUPT;
+        if (tb.first_seq <= s) {
+            *seq = s;
+            *ns = tb.recv_ns;
+            return 0;
+        }
+    }
+    return TM_ENOPOINT; /* its batch was folded: before the horizon */
+}
+
 /* @TIME: the last batch received at or before t. */
 static int pts__at_time(pts_t *p, const char *machine, uint64_t t, pts_point_t *out, char *why, size_t wl)
 {
@@ -136,6 +203,9 @@ static int pts__at_time(pts_t *p, const char *machine, uint64_t t, pts_point_t *
         uint64_t ns, seq;
         if (pts_key_time_parse(k, kl, &mid, &ns, &seq) != 0) {
             rc = TM_ECORRUPT;
+        } else if ((rc = pts__consistent_at(p, &m, it, &seq, &ns)) != 0) {
+            snprintf(why, wl, "machine %s has no crash-consistent position at or before that instant (its initial "
+                              "copy or a resync was under way)", machine);
         } else if (seq < m.first_seq) {
             snprintf(why, wl, "that instant is past machine %s's retention horizon", machine);
             rc = TM_ENOPOINT;

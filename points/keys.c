@@ -83,6 +83,12 @@ void pts_key_point(uint8_t k[PTS_POINT_KEY_LEN], uint32_t mid, uint64_t seq)
     tm_put_be64(k + 5, seq);
 }
 
+void pts_key_unsafe(uint8_t k[PTS_POINT_KEY_LEN], uint32_t mid, uint64_t begin)
+{
+    pts_key_prefix(k, PTS_K_UNSAFE, mid);
+    tm_put_be64(k + 5, begin);
+}
+
 int pts_key_point_parse(const uint8_t *k, size_t len, uint32_t *mid, uint64_t *seq)
 {
     if (len != PTS_POINT_KEY_LEN || k[0] != PTS_K_POINT)
@@ -166,7 +172,9 @@ size_t pts_val_machine(uint8_t v[PTS_MACHINE_VAL_MAX], const pts_mrec_t *r)
     tm_put64(v + o + 24, r->m.first_seq);
     tm_put64(v + o + 32, r->latest_seq);
     tm_put64(v + o + 40, r->m.base_seq);
-    return o + 48;
+    tm_put64(v + o + 48, r->resync_mask);
+    tm_put64(v + o + 56, r->unsafe_since);
+    return o + 64;
 }
 
 /* A u8-length name at *o of v[0..len); 0 or TM_ECORRUPT. */
@@ -199,7 +207,7 @@ int pts_val_machine_parse(const uint8_t *v, size_t len, pts_mrec_t *r)
         r->m.disks[i].size = tm_get64(v + o);
         o += 8;
     }
-    if (o + 48 != len)
+    if (o + 64 != len)
         return TM_ECORRUPT;
     r->synced_mask = tm_get64(v + o);
     r->m.seq = tm_get64(v + o + 8);
@@ -207,8 +215,12 @@ int pts_val_machine_parse(const uint8_t *v, size_t len, pts_mrec_t *r)
     r->m.first_seq = tm_get64(v + o + 24);
     r->latest_seq = tm_get64(v + o + 32);
     r->m.base_seq = tm_get64(v + o + 40);
-    for (unsigned i = 0; i < r->m.ndisks; i++)
+    r->resync_mask = tm_get64(v + o + 48);
+    r->unsafe_since = tm_get64(v + o + 56);
+    for (unsigned i = 0; i < r->m.ndisks; i++) {
         r->m.disks[i].synced = (r->synced_mask >> i) & 1u;
+        r->m.disks[i].resync = (r->resync_mask >> i) & 1u;
+    }
     return 0;
 }
 

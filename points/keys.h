@@ -15,6 +15,8 @@
  *   "X" u32 mid u16 disk u64 chunk u64 seq   extent piece (below)
  *   "C" u32 mid u64 seq                      point (below)
  *   "S"                                      empty: rewritten with sync when the index must be durable
+ *   "R" u32 mid u64 begin                    u64 end: positions begin..end-1 of the stream are not
+ *                                            crash-consistent (initial copy, resync); end is
  *   "T" u32 mid u64 recv_ns u64 seq          the batch ending at seq, received at recv_ns: u64 its first seq,
  *                                            u64 LSN, u64 segment, u64 offset of its journal record
  *
@@ -33,7 +35,8 @@
  *   ndisks x {u8 name length, name, u64 size}, u64 synced disk mask,
  *   u64 seq (last processed), u64 seq_ns, u64 first_seq (horizon),
  *   u64 latest point seq (0: none), u64 base_seq (the replica base holds
- *   the disks as of it)
+ *   the disks as of it), u64 resync disk mask, u64 unsafe_since (the seq
+ *   where the open window of inconsistency began; 0: none open)
  *
  * Point: u8 kind (1 crash, 2 app), u8 tag name length, u16 0, u32 0,
  *   u64 time_ns, u64 tag id, tag name
@@ -60,6 +63,7 @@
 #define PTS_K_EXTENT 'X'
 #define PTS_K_POINT 'C'
 #define PTS_K_TIME 'T'
+#define PTS_K_UNSAFE 'R'
 #define PTS_K_SYNC 'S' /* empty; written with sync to make the index durable */
 
 #define PTS_EXTENT_KEY_LEN 23u  /* 1 + 4 + 2 + 8 + 8 */
@@ -67,7 +71,7 @@
 #define PTS_POINT_KEY_LEN 13u   /* 1 + 4 + 8 */
 #define PTS_TIME_KEY_LEN 21u    /* 1 + 4 + 8 + 8 */
 #define PTS_MACHINE_KEY_LEN 5u
-#define PTS_MACHINE_VAL_MAX (2u + 1u + WIRE_MAX_NAME + 2u + WIRE_MAX_DISKS * (1u + WIRE_MAX_NAME + 8u) + 6u * 8u)
+#define PTS_MACHINE_VAL_MAX (2u + 1u + WIRE_MAX_NAME + 2u + WIRE_MAX_DISKS * (1u + WIRE_MAX_NAME + 8u) + 8u * 8u)
 #define PTS_TIME_VAL_LEN 32u
 #define PTS_POINT_VAL_MAX (24u + WIRE_MAX_NAME)
 
@@ -93,6 +97,8 @@ typedef struct pts_mrec {
     pts_machine_t m;
     uint64_t synced_mask;
     uint64_t latest_seq; /* 0: no point yet */
+    uint64_t resync_mask;  /* disks between their RESYNC and SYNCED records */
+    uint64_t unsafe_since; /* the seq where the current window of inconsistency began; 0: consistent */
 } pts_mrec_t;
 
 void pts_key_extent(uint8_t k[PTS_EXTENT_KEY_LEN], uint32_t mid, uint16_t disk, uint64_t chunk, uint64_t seq);
@@ -102,6 +108,8 @@ void pts_val_extent(uint8_t v[PTS_EXTENT_VAL_LEN], const pts_extent_t *e);
 int pts_val_extent_parse(const uint8_t *v, size_t len, uint64_t seq, pts_extent_t *e);
 
 void pts_key_point(uint8_t k[PTS_POINT_KEY_LEN], uint32_t mid, uint64_t seq);
+/* A window of inconsistency from begin (same layout as a point key). */
+void pts_key_unsafe(uint8_t k[PTS_POINT_KEY_LEN], uint32_t mid, uint64_t begin);
 int pts_key_point_parse(const uint8_t *k, size_t len, uint32_t *mid, uint64_t *seq);
 size_t pts_val_point(uint8_t v[PTS_POINT_VAL_MAX], const pts_point_t *pt);
 int pts_val_point_parse(const uint8_t *v, size_t len, uint64_t seq, pts_point_t *pt);

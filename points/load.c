@@ -97,6 +97,8 @@ int pts__load(pts_t *p, char *err, size_t errlen)
             break;
         }
         r.m.id = tm_get_be32(key + 1);
+        r.m.consistent = pts__consistent(&r);
+        r.m.unsafe_since = r.unsafe_since;
         /* ids are given densely from 1, in key order */
         if (r.m.id != p->nmach + 1 || r.m.id >= p->next_id) {
             rc = TM_ECORRUPT;

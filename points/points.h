@@ -46,6 +46,7 @@ typedef struct pts_disk {
     char name[WIRE_MAX_NAME + 1];
     uint64_t size;
     bool synced; /* its initial copy is complete */
+    bool resync; /* a resync of it is under way (RESYNC seen, its SYNCED not yet) */
 } pts_disk_t;
 
 /* What the processor knows of one machine, as of the last commit. */
@@ -58,6 +59,8 @@ typedef struct pts_machine {
     uint64_t seq_ns;      /* when the batch holding it was received */
     uint64_t first_seq;   /* the oldest sequence a point may name (the horizon) */
     uint64_t base_seq;    /* the replica base holds the disks as of this sequence (0: empty) */
+    bool consistent;      /* every disk copied and none resyncing: points can be cut */
+    uint64_t unsafe_since; /* when not consistent: the sequence where that began */
     bool has_point;
     pts_point_t latest;   /* the newest catalogued point, if has_point */
 } pts_machine_t;

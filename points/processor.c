@@ -77,6 +77,9 @@ static int pts__machine(pts_t *p, const char *name, pts_mrec_t **out)
     snprintf(r->m.name, sizeof r->m.name, "%s", name);
     r->m.id = id;
     r->m.first_seq = 1;
+    /* nothing copied yet: inconsistent from the first record on */
+    r->unsafe_since = 1;
+    r->m.unsafe_since = 1;
     p->dirty[id - 1] = true;
     /* The name map is shared with readers; they only find the machine
      * after its record is published (pts_machine checks npub). */
@@ -97,9 +100,38 @@ static int pts__machine(pts_t *p, const char *name, pts_mrec_t **out)
     return 0;
 }
 
+bool pts__consistent(const pts_mrec_t *r)
+{
+    uint64_t all = r->m.ndisks >= 64 ? UINT64_MAX : (UINT64_C(1) << r->m.ndisks) - 1;
+    return r->m.ndisks > 0 && (r->synced_mask & all) == all && r->resync_mask == 0;
+}
+
+/* After a record changed what the machine's disks hold: open or close a
+ * window of inconsistency at seq. */
+static void pts__consistency(pts_t *p, pts_mrec_t *r, uint64_t seq)
+{
+    bool ok = pts__consistent(r);
+    r->m.consistent = ok;
+    if (!ok && r->unsafe_since == 0) {
+        r->unsafe_since = seq;
+    } else if (ok && r->unsafe_since) {
+        /* positions unsafe_since .. seq - 1 can never be a point */
+        uint8_t k[PTS_POINT_KEY_LEN], v[8];
+        pts_key_unsafe(k, r->m.id, r->unsafe_since);
+        tm_put64(v, seq);
+        pts_wb_put(p->wb, k, sizeof k, v, sizeof v);
+        r->unsafe_since = 0;
+    }
+    r->m.unsafe_since = r->unsafe_since;
+}
+
 bool pts__cut(pts_t *p, pts_mrec_t *r, pts_kind_t kind, const char *tag, uint64_t tag_id, uint64_t seq,
               uint64_t time_ns)
 {
+    /* A disk still in its initial copy or in a resync holds blocks in copy
+     * order, not in write order: no point is cut then. */
+    if (!pts__consistent(r))
+        return false;
     /* A point already there stays: an app point is never turned into a
      * crash point by the cadence cutting at the same place. */
     if (seq == 0 || (r->latest_seq && seq <= r->latest_seq))
@@ -230,7 +262,11 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
                 return rc;
             break;
         case WIRE_R_TAG:
-            if (e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH) {
+            if ((e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH) && !pts__consistent(r)) {
+                tm_warn("points: machine %s: tag at sequence %" PRIu64 " skipped: a disk is being copied or "
+                        "resynced, so no point can be cut there",
+                        r->m.name, seq);
+            } else if (e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH) {
                 char name[WIRE_MAX_NAME + 1];
                 memcpy(name, e->stored_data, e->length);
                 name[e->length] = '\0';
@@ -242,8 +278,22 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
             break;
         case WIRE_R_SYNCED:
             if (e->disk < r->m.ndisks) {
+                bool was = r->unsafe_since == 0; /* consistent before this record */
                 r->synced_mask |= UINT64_C(1) << e->disk;
+                r->resync_mask &= ~(UINT64_C(1) << e->disk);
                 r->m.disks[e->disk].synced = true;
+                r->m.disks[e->disk].resync = false;
+                pts__consistency(p, r, seq);
+                /* consistent again: a point right there, the first after the copy */
+                if (!was && r->unsafe_since == 0)
+                    pts__cut(p, r, PTS_KIND_CRASH, NULL, 0, seq, b.recv_ns);
+            }
+            break;
+        case WIRE_R_RESYNC:
+            if (e->disk < r->m.ndisks) {
+                r->resync_mask |= UINT64_C(1) << e->disk;
+                r->m.disks[e->disk].resync = true;
+                pts__consistency(p, r, seq);
             }
             break;
         default: /* flush: ordering only */

@@ -83,6 +83,9 @@ bool pts__low_space(pts_t *p);
 /* The processor thread's body (processor.c). */
 void *pts__run(void *arg);
 
+/* Every disk copied and none resyncing. */
+bool pts__consistent(const pts_mrec_t *r);
+
 /* Cut a crash point at the machine's last processed sequence unless one is
  * there: puts the point and the machine record into wb. Under wmu. Returns
  * true when it cut. */

@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/endian.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -302,6 +303,26 @@ static int pts__fold_batch(pts_t *p, pts_mrec_t *r, pts_fold_t *f, const pts_tba
     return 0;
 }
 
+/* Windows of inconsistency that end at or before seq: folded away. */
+static void pts__drop_windows(pts_t *p, uint32_t mid, uint64_t seq)
+{
+    uint8_t lo[5], hi[5];
+    pts_key_prefix(lo, PTS_K_UNSAFE, mid);
+    pts_key_prefix(hi, PTS_K_UNSAFE, mid + 1);
+    pts_iter_t *it = pts_iter_new(p->ix, lo, sizeof lo, hi, sizeof hi);
+    if (!it)
+        return; /* they only cost a few bytes: next time */
+    for (pts_iter_first(it); pts_iter_valid(it); pts_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        const uint8_t *v = pts_iter_value(it, &vl);
+        if (vl != 8 || tm_get64(v) > seq)
+            break;
+        pts_wb_delete(p->wb, k, kl);
+    }
+    pts_iter_free(it);
+}
+
 /* Step 2 and 3 for one machine: fold up to `to`. Under wmu. */
 static int pts__fold(pts_t *p, pts_mrec_t *r, uint64_t to)
 {
@@ -355,6 +376,7 @@ static int pts__fold(pts_t *p, pts_mrec_t *r, uint64_t to)
         return rc;
     }
     if (done > r->m.base_seq) {
+        pts__drop_windows(p, r->m.id, done);
         r->m.base_seq = done;
         uint8_t mk[PTS_MACHINE_KEY_LEN], mv[PTS_MACHINE_VAL_MAX];
         pts_key_machine(mk, r->m.id);

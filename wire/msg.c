@@ -7,6 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/endian.h"
 #include "base/mem.h"
 
 static int __attribute__((format(printf, 4, 5))) wire__fail(int code, char *reason, size_t rlen, const char *fmt, ...)
@@ -237,6 +238,130 @@ int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reaso
     return wire__finish(&r, "error", reason, rlen);
 }
 
+/* ---- resync ---- */
+
+bool wire_resync_block_ok(uint32_t block_size)
+{
+    return block_size >= WIRE_RESYNC_MIN_BLOCK && block_size <= WIRE_RESYNC_MAX_BLOCK &&
+           (block_size & (block_size - 1)) == 0;
+}
+
+uint64_t wire_sums_get(const wire_resync_sums_t *m, uint32_t i)
+{
+    return tm_get64(m->raw + 8u * i);
+}
+
+int wire_enc_resync_request(wire_buf_t *b, const wire_resync_request_t *m)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_RESYNC_REQUEST);
+    wire_put_u16(b, m->disk);
+    wire_put_u16(b, 0);
+    wire_put_u32(b, m->block_size);
+    wire_put_u64(b, m->first_block);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_resync_request(const uint8_t *body, size_t len, wire_resync_request_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    m->disk = wire_get_u16(&r);
+    uint16_t reserved = wire_get_u16(&r);
+    m->block_size = wire_get_u32(&r);
+    m->first_block = wire_get_u64(&r);
+    int rc = wire__finish(&r, "resync request", reason, rlen);
+    if (rc)
+        return rc;
+    if (reserved)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync request field that must be zero is %u", reserved);
+    if (m->disk >= WIRE_MAX_DISKS)
+        return wire__fail(WIRE_E_RANGE, reason, rlen, "resync request names disk %u", m->disk);
+    if (!wire_resync_block_ok(m->block_size))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                          "resync block size %u is not a power of two from %u to %u", m->block_size,
+                          WIRE_RESYNC_MIN_BLOCK, WIRE_RESYNC_MAX_BLOCK);
+    return 0;
+}
+
+int wire_enc_resync_sums(wire_buf_t *b, const wire_resync_sums_t *m)
+{
+    if (m->count > WIRE_MAX_SUMS)
+        return -1;
+    size_t f = wire_frame_begin(b, WIRE_T_RESYNC_SUMS);
+    wire_put_u16(b, m->disk);
+    wire_put_u16(b, m->flags);
+    wire_put_u32(b, m->block_size);
+    wire_put_u64(b, m->seq);
+    wire_put_u64(b, m->first_block);
+    wire_put_u32(b, m->count);
+    wire_put_u32(b, 0);
+    for (uint32_t i = 0; i < m->count; i++)
+        wire_put_u64(b, m->sums[i]);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_resync_sums(const uint8_t *body, size_t len, wire_resync_sums_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
+    m->disk = wire_get_u16(&r);
+    m->flags = wire_get_u16(&r);
+    m->block_size = wire_get_u32(&r);
+    m->seq = wire_get_u64(&r);
+    m->first_block = wire_get_u64(&r);
+    m->count = wire_get_u32(&r);
+    uint32_t reserved = wire_get_u32(&r);
+    if (r.bad)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync sums body is shorter than its header");
+    if (m->count > WIRE_MAX_SUMS)
+        return wire__fail(WIRE_E_TOO_BIG, reason, rlen, "resync sums frame holds %u sums; at most %u are allowed",
+                          m->count, WIRE_MAX_SUMS);
+    if ((uint64_t)m->count * 8u != r.left)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync sums body does not hold its %u sums", m->count);
+    if (reserved || (m->flags & ~WIRE_SUMS_LAST))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync sums fields that must be zero are not");
+    if (m->disk >= WIRE_MAX_DISKS)
+        return wire__fail(WIRE_E_RANGE, reason, rlen, "resync sums name disk %u", m->disk);
+    if (!wire_resync_block_ok(m->block_size))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                          "resync block size %u is not a power of two from %u to %u", m->block_size,
+                          WIRE_RESYNC_MIN_BLOCK, WIRE_RESYNC_MAX_BLOCK);
+    if (m->count == 0 && !(m->flags & WIRE_SUMS_LAST))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync sums frame without sums is not the last one");
+    if (m->first_block > UINT64_MAX / m->block_size - m->count)
+        return wire__fail(WIRE_E_RANGE, reason, rlen, "resync sums from block %llu run past 2^64 bytes",
+                          (unsigned long long)m->first_block);
+    m->raw = wire_get_bytes(&r, r.left);
+    return 0;
+}
+
+int wire_enc_resync_ack(wire_buf_t *b, uint16_t disk, uint16_t frames)
+{
+    size_t f = wire_frame_begin(b, WIRE_T_RESYNC_ACK);
+    wire_put_u16(b, disk);
+    wire_put_u16(b, frames);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_resync_ack(const uint8_t *body, size_t len, uint16_t *disk, uint16_t *frames, char *reason,
+                        size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    *disk = wire_get_u16(&r);
+    *frames = wire_get_u16(&r);
+    int rc = wire__finish(&r, "resync ack", reason, rlen);
+    if (rc)
+        return rc;
+    if (*disk >= WIRE_MAX_DISKS)
+        return wire__fail(WIRE_E_RANGE, reason, rlen, "resync ack names disk %u", *disk);
+    if (*frames == 0 || *frames > WIRE_RESYNC_WINDOW)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "resync ack of %u frames; 1 to %u are allowed", *frames,
+                          WIRE_RESYNC_WINDOW);
+    return 0;
+}
+
 /* ---- records ---- */
 
 /* Raw bytes an entry carries: a write's data or a tag's name. */
@@ -357,12 +482,15 @@ static int wire__check_entry(const wire_entry_t *e, unsigned i, char *reason, si
             return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: flush fields must be zero", i);
         return 0;
     case WIRE_R_SYNCED:
+    case WIRE_R_RESYNC: {
+        const char *what = e->kind == WIRE_R_SYNCED ? "synced" : "resync";
         if (e->disk >= WIRE_MAX_DISKS)
-            return wire__fail(WIRE_E_RANGE, reason, rlen, "record %u: synced names disk %u", i, e->disk);
+            return wire__fail(WIRE_E_RANGE, reason, rlen, "record %u: %s names disk %u", i, what, e->disk);
         if (e->length || e->stored || e->codec || e->offset || e->hash || e->id || e->tag_kind)
-            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: synced fields other than disk must be zero",
-                              i);
+            return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: %s fields other than disk must be zero", i,
+                              what);
         return 0;
+    }
     }
     return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "record %u: kind %u is not defined", i, e->kind);
 }

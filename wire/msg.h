@@ -25,11 +25,24 @@
  *              that one write can later be read back without its neighbours.
  *              zero, trim: a range, no data; tag: length = stored = name bytes in the
  *              data, id = the tag's id; flush: nothing; synced: disk d's initial
- *              copy is complete (disk set, every other field 0). Record i has stream
- *              sequence first_seq + i. raw_len and stored_len are the sums.
+ *              copy (or resync) is complete (disk set, every other field 0);
+ *              resync: disk d's resync begins, the appliance's copy of it is not
+ *              crash-consistent until the next synced of d (disk set, every other
+ *              field 0). Record i has stream sequence first_seq + i. raw_len and
+ *              stored_len are the sums.
  *   ACK        u64 durable_seq (every record up to it is durable)
  *   TAG_REQUEST u8 tag_kind, u64 id, str name
  *   STOP       str reason
+ *   RESYNC_REQUEST  u16 disk, u16 reserved (0), u32 block_size (a power of two,
+ *              WIRE_RESYNC_MIN_BLOCK..WIRE_RESYNC_MAX_BLOCK), u64 first_block:
+ *              send the sums of disk's blocks from first_block to its end
+ *   RESYNC_SUMS u16 disk, u16 flags (WIRE_SUMS_LAST), u32 block_size, u64 seq (the
+ *              stream sequence the appliance's copy is as of), u64 first_block,
+ *              u32 count (0..WIRE_MAX_SUMS; 0 only with LAST), u32 reserved (0),
+ *              count x u64 XXH3-64 of each block (the disk's last block may be
+ *              short: its sum covers the bytes inside the disk)
+ *   RESYNC_ACK u16 disk, u16 frames (1..WIRE_RESYNC_WINDOW): that many more SUMS
+ *              frames were taken; the server may send as many more
  *   ERROR      u16 code (WIRE_E_*), str text
  */
 #ifndef TM_WIRE_MSG_H
@@ -76,6 +89,7 @@ typedef enum {
     WIRE_R_TAG = 4,
     WIRE_R_FLUSH = 5,
     WIRE_R_SYNCED = 6,
+    WIRE_R_RESYNC = 7, /* disk d's resync begins: not crash-consistent until its SYNCED */
 } wire_rkind_t;
 typedef enum { WIRE_TAG_CRASH = 1, WIRE_TAG_APP = 2, WIRE_TAG_GROUP = 3 } wire_tag_kind_t;
 
@@ -113,6 +127,33 @@ typedef struct wire_error {
     char text[WIRE_MAX_TEXT + 1];
 } wire_error_t;
 
+/* RESYNC_SUMS flags */
+#define WIRE_SUMS_LAST 1u /* the disk's last block is in this frame (or first_block is past it) */
+
+typedef struct wire_resync_request {
+    uint16_t disk;
+    uint32_t block_size;
+    uint64_t first_block;
+} wire_resync_request_t;
+
+typedef struct wire_resync_sums {
+    uint16_t disk;
+    uint16_t flags;
+    uint32_t block_size;
+    uint64_t seq;
+    uint64_t first_block;
+    uint32_t count;
+    /* encode: count sums; decode: NULL, read them with wire_sums_get() */
+    const uint64_t *sums;
+    const uint8_t *raw; /* decoded: the count x 8 little-endian bytes, in the body */
+} wire_resync_sums_t;
+
+/* Sum i of a decoded RESYNC_SUMS (i < count). */
+uint64_t wire_sums_get(const wire_resync_sums_t *m, uint32_t i);
+
+/* True for a power of two in WIRE_RESYNC_MIN_BLOCK..WIRE_RESYNC_MAX_BLOCK. */
+bool wire_resync_block_ok(uint32_t block_size);
+
 /* Encoders append one whole frame to b; 0 or -1 (out of memory or over a limit). */
 int wire_enc_hello(wire_buf_t *b, const wire_hello_t *m);
 int wire_enc_challenge(wire_buf_t *b, const wire_challenge_t *m);
@@ -122,6 +163,9 @@ int wire_enc_ack(wire_buf_t *b, uint64_t durable_seq);
 int wire_enc_tag_request(wire_buf_t *b, uint8_t tag_kind, uint64_t id, const char *name);
 int wire_enc_stop(wire_buf_t *b, const char *reason);
 int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text);
+int wire_enc_resync_request(wire_buf_t *b, const wire_resync_request_t *m);
+int wire_enc_resync_sums(wire_buf_t *b, const wire_resync_sums_t *m);
+int wire_enc_resync_ack(wire_buf_t *b, uint16_t disk, uint16_t frames);
 /* Records: entries[i].data points at each write's bytes and each tag's name
  * (length bytes); hashes of writes are computed here. With compress, each
  * write travels as its own lz4 block when that is smaller. */
@@ -137,6 +181,11 @@ int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reaso
 int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uint64_t *id,
                          char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen);
 int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
+int wire_dec_resync_request(const uint8_t *body, size_t len, wire_resync_request_t *m, char *reason, size_t rlen);
+/* m->raw points into body afterwards: the sums are valid while body is. */
+int wire_dec_resync_sums(const uint8_t *body, size_t len, wire_resync_sums_t *m, char *reason, size_t rlen);
+int wire_dec_resync_ack(const uint8_t *body, size_t len, uint16_t *disk, uint16_t *frames, char *reason,
+                        size_t rlen);
 /*
  * Records, structure only: the header and every entry are checked as below
  * and entries[i].stored_data / stored_off are set, but nothing is

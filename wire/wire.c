@@ -44,6 +44,9 @@ uint32_t wire_body_limit(uint16_t type)
     case WIRE_T_ACK: return 8;
     case WIRE_T_TAG_REQUEST: return 16 + 256;
     case WIRE_T_STOP: return 256;
+    case WIRE_T_RESYNC_REQUEST: return WIRE_RESYNC_REQUEST_LEN;
+    case WIRE_T_RESYNC_ACK: return WIRE_RESYNC_ACK_LEN;
+    case WIRE_T_RESYNC_SUMS: return WIRE_RESYNC_SUMS_HDR_LEN + 8u * WIRE_MAX_SUMS;
     case WIRE_T_ERROR: return 2 + 256;
     }
     return 0;

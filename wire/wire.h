@@ -36,18 +36,32 @@
 #define WIRE_NONCE_LEN 32u
 #define WIRE_MAC_LEN 32u
 #define WIRE_SECTOR 512u           /* offsets and lengths of disk I/O are multiples */
+/* Resync (docs/agent-protocol.md, "Resync"): block sizes are powers of two
+ * in this range (a differing block travels as one write); a RESYNC_SUMS
+ * frame holds at most WIRE_MAX_SUMS sums; the server keeps at most
+ * WIRE_RESYNC_WINDOW of them sent and not acknowledged by RESYNC_ACK. */
+#define WIRE_RESYNC_MIN_BLOCK 4096u
+#define WIRE_RESYNC_MAX_BLOCK WIRE_MAX_WRITE
+#define WIRE_MAX_SUMS 4096u
+#define WIRE_RESYNC_WINDOW 4u
+#define WIRE_RESYNC_REQUEST_LEN 16u  /* the RESYNC_REQUEST body */
+#define WIRE_RESYNC_ACK_LEN 4u       /* the RESYNC_ACK body */
+#define WIRE_RESYNC_SUMS_HDR_LEN 32u /* the RESYNC_SUMS body before its sums */
 
 typedef enum wire_type {
     /* agent -> server */
     WIRE_T_HELLO = 0x01,
     WIRE_T_AUTH = 0x02,
     WIRE_T_RECORDS = 0x03,
+    WIRE_T_RESYNC_REQUEST = 0x04,
+    WIRE_T_RESYNC_ACK = 0x05,
     /* server -> agent */
     WIRE_T_CHALLENGE = 0x81,
     WIRE_T_WELCOME = 0x82,
     WIRE_T_ACK = 0x83,
     WIRE_T_TAG_REQUEST = 0x84,
     WIRE_T_STOP = 0x85,
+    WIRE_T_RESYNC_SUMS = 0x86,
     /* either way */
     WIRE_T_ERROR = 0xff,
 } wire_type_t;

@@ -537,8 +537,8 @@ static void bp__print(const bp_opts_t *o, const bp_all_t *a, long rss, const cha
                M(g->vs_cp_ns), BP_TARGET_VS_CP);
         printf("time_qemu / time_tidemark: %.3f synced, %.3f no sync (target > %.1f)\n", M(g->vs_q), M(g->vs_q_ns),
                BP_TARGET_VS_QEMU);
-        printf("* the same reader with the benchmark's own writer, skipping zero 4 KiB blocks as cp does\n"
-               "  (tgt_write_image skips only whole zero 4 MiB pieces); no target: time_cp / its time %.3f\n",
+        printf("* the same reader with the benchmark's own single-threaded writer, skipping zero 4 KiB\n"
+               "  blocks as cp does; no target: time_cp / its time %.3f\n",
                M(g->fine_vs_cp));
         printf("tidemark's CPU while rebuilding: %.0f%% of one core; its output equals the raw image (and "
                "qemu-img's did in round 1)\n",

@@ -43,7 +43,9 @@ typedef struct bp_feed_result {
     uint64_t fsyncs;      /* its write + fdatasync rounds */
 } bp_feed_result_t;
 
-/* Append the machine's disks record (journal type 2) and wait for it. */
+/* Append the machine's disks record (journal type 2), then a batch holding
+ * the disk's SYNCED at sequence 1, and wait for both: the stream goes on
+ * at sequence 2. */
 int bp_append_disks(jnl_t *j, const char *machine, const char *disk, uint64_t size);
 
 /*

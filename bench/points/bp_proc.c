@@ -74,7 +74,7 @@ int bp_proc_run(const char *dir, const char *name, const bp_pool_cfg_t *cfg, uns
         goto out;
     if (warm && (rc = bj_prewarm_in(p.dir, cfg->total, warm)) != 0)
         goto out;
-    uint64_t seq = 1;
+    uint64_t seq = 2; /* 1 is the disk's SYNCED */
     if ((rc = bp_feed(j, BP_MACHINE, inflight, bp_pool_next, pool, &seq, &out->feed)) != 0)
         goto out;
 
@@ -134,7 +134,7 @@ int bp_latest_run(const char *dir, const char *name, const bp_pool_cfg_t *cfg, u
      * behind). */
     if ((rc = bp_append_disks(j, BP_MACHINE, BP_DISK_NAME, cfg->disk_size)) != 0)
         goto out;
-    uint64_t seq = 1;
+    uint64_t seq = 2; /* 1 is the disk's SYNCED */
     if ((rc = bp_feed(j, BP_MACHINE, inflight, bp_pool_next, first, &seq, &fr)) != 0)
         goto out;
     if ((rc = bp__open_pts(&p, j, &pts)) != 0)

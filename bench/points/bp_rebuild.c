@@ -214,7 +214,7 @@ static int bp__make_sources(bp_rebuild_t *r, bp_rebuild_setup_t *su)
     }
     if ((rc = bp_append_disks(r->jnl, BP_MACHINE, BP_DISK_NAME, r->cfg.size)) != 0)
         goto out;
-    uint64_t seq = 1;
+    uint64_t seq = 2; /* 1 is the disk's SYNCED */
     bp_feed_result_t fr;
     rc = bp_feed(r->jnl, BP_MACHINE, r->cfg.inflight, bp__writes_next, &w, &seq, &fr);
     if (rc)

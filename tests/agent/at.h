@@ -56,7 +56,7 @@ typedef struct at_write {
     uint8_t fill; /* every byte of a write */
 } at_write_t;
 
-/* The journal holds exactly these writes/zeroes/trims (flushes and SYNCED
+/* The journal holds exactly these writes/zeroes/trims (flushes, SYNCED and RESYNC
  * records may be anywhere), in order, on disk 0 of machine. */
 void at_check_tap_journal(const char *data, const char *machine, const at_write_t *want, unsigned n);
 

@@ -159,6 +159,12 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     uint64_t seq = ita_reconnect(&a, srv.port, "web1", secret, disks, 1, &w);
     uint8_t *model = calloc(1, DISK_SIZE);
     wire_buf_t b = {0};
+    /* the disk is empty, so its initial copy is just SYNCED: from then on
+     * the machine is protected and points are cut */
+    wire_entry_t synced = {.kind = WIRE_R_SYNCED, .disk = 0};
+    cr_assert_eq(wire_enc_records(&b, seq, &synced, 1, false), 0);
+    ita_send(&a, &b);
+    seq++;
     for (int i = 0; i < 20; i++) {
         wire_buf_reset(&b);
         ita_batch(&b, seq, 16, DISK_SIZE, 1000 + (uint64_t)i, i % 2);
@@ -191,6 +197,7 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     cr_assert_str_eq(json_string_value(json_object_get(idle, "state")), "registered");
     cr_assert_str_eq(json_string_value(json_object_get(web, "name")), "web1");
     cr_assert(json_is_true(json_object_get(web, "connected")));
+    cr_assert_str_eq(json_string_value(json_object_get(web, "state")), "protected");
     cr_assert_eq(json_integer_value(json_object_get(web, "received_seq")), (json_int_t)(seq - 1));
     json_decref(ms);
 

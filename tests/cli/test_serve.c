@@ -28,6 +28,7 @@ static void tc_serve_and_stop(tc_child_t *c, const char *cwd, const char *const 
     }
     all[n++] = "--agents=127.0.0.1:0";
     all[n++] = "--api=127.0.0.1:0";
+    all[n++] = "--nbd=127.0.0.1:0";
     all[n] = NULL;
     tc_spawn(c, cwd, all);
     bool up = tc_read_until(c, TC_SERVING);
@@ -176,7 +177,11 @@ Test(serve, bad_config_lines_name_file_and_line)
         {"# ok\ndata = x\njournal.segment_size = 12X\n", ":3:", "not a byte count"},
         {"journal.segment_size = 1K\n", ":1:", "below the minimum"},
         {"journal.segment_size = 99999999999G\n", ":1:", "above the maximum"},
-        {"\n\nnbd = 127.0.0.1:7000\n", ":3:", "unknown key 'nbd'"},
+        {"\n\nexports = 127.0.0.1:7000\n", ":3:", "unknown key 'exports'"},
+        {"nbd = nowhere\n", ":1:", "not an address"},
+        {"points.retention = 31d\n", ":1:", "outside 1m to 30d"},
+        {"points.retention.web1 = soon\n", ":1:", "not a duration"},
+        {"points.cadence = 5ms\n", ":1:", "below the minimum"},
         {"api = nowhere\n", ":1:", "not an address"},
         {"agents = nowhere\n", ":1:", "not an address"},
         {"agents = 127.0.0.1:70000\n", ":1:", "not an address"},
@@ -214,8 +219,7 @@ Test(serve, bad_flags_are_usage_errors)
     const char *const *cases[] = {
         (const char *[]){"serve", "--agents", "nowhere", NULL},
         (const char *[]){"serve", "--api", "nowhere", NULL},
-        /* The NBD listener comes with its stage; until then it is unknown. */
-        (const char *[]){"serve", "--nbd", "127.0.0.1:0", NULL},
+        (const char *[]){"serve", "--nbd", "nowhere", NULL},
         (const char *[]){"serve", "--database", "x", NULL},
         (const char *[]){"serve", "stray", NULL},
         (const char *[]){"serve", "--data", NULL},

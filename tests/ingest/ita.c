@@ -27,8 +27,9 @@
 
 void ita_start(ita_server_t *s, const char *data, const char *const *extra)
 {
-    const char *args[24] = {"serve", "--data", data, "--agents", "127.0.0.1:0", "--api", "127.0.0.1:0"};
-    unsigned n = 7;
+    const char *args[24] = {"serve", "--data", data, "--agents", "127.0.0.1:0", "--api", "127.0.0.1:0",
+                            "--nbd", "127.0.0.1:0"};
+    unsigned n = 9;
     for (; extra && *extra; extra++) {
         cr_assert_lt(n, 22);
         args[n++] = *extra;

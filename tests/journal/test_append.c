@@ -142,6 +142,42 @@ Test(append, roundtrip)
     jnl_destroy(j);
 }
 
+Test(append, read_part_and_bytes_after)
+{
+    jnl_options_t o = small_opts();
+    jnl_t *j = tmt_open(dir, &o);
+    const char a[] = "0123456789abcdef", b[] = "the second record";
+    uint64_t lsn;
+    cr_assert_eq(jnl_append_wait(j, 1, a, sizeof a, 0, &lsn), 0);
+    cr_assert_eq(jnl_append_wait(j, 1, b, sizeof b, 0, &lsn), 0);
+    jnl_reader_t *r;
+    jnl_record_t rec;
+    cr_assert_eq(jnl_reader_open(j, 0, &r), 0);
+    cr_assert_eq(jnl_reader_next(r, &rec), 0);
+    jnl_pos_t first = rec.pos;
+    cr_assert_eq(jnl_reader_next(r, &rec), 0);
+    jnl_pos_t second = rec.pos;
+    jnl_reader_close(r);
+
+    char got[8];
+    cr_assert_eq(jnl_read_part(j, first, 1, 10, got, 6), 0);
+    cr_assert_eq(memcmp(got, "abcdef", 6), 0);
+    cr_assert_eq(jnl_read_part(j, second, 2, 4, got, 6), 0);
+    cr_assert_eq(memcmp(got, "second", 6), 0);
+    /* another record's LSN, a range past the payload, a position no record has */
+    cr_assert_eq(jnl_read_part(j, second, 1, 0, got, 4), TM_ECORRUPT);
+    cr_assert_eq(jnl_read_part(j, first, 1, 14, got, 4), TM_ECORRUPT);
+    cr_assert_eq(jnl_read_part(j, (jnl_pos_t){7, JNL_SEG_DATA_OFF}, 1, 0, got, 4), TM_ENOTFOUND);
+
+    /* from the first record: both; from the second: one; from the end: none */
+    uint64_t one = JNL_REC_OVERHEAD + sizeof a, two = JNL_REC_OVERHEAD + sizeof b;
+    cr_assert_eq(jnl_bytes_after(j, first), one + two);
+    cr_assert_eq(jnl_bytes_after(j, second), two);
+    cr_assert_eq(jnl_bytes_after(j, (jnl_pos_t){second.seg, second.off + two}), 0);
+    jnl_close(j);
+    jnl_destroy(j);
+}
+
 Test(append, gathered_buffers_and_empty_payload)
 {
     jnl_options_t o = small_opts();

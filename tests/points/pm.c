@@ -63,9 +63,37 @@ static void pm_range(pm_t *m, unsigned d, uint32_t max_len, uint64_t *off, uint3
     *len = (uint32_t)(l * WIRE_SECTOR);
 }
 
+/* Encode count entries from sequence nops + 1 as an agent does and append
+ * them as ingest does: its batch header, then the RECORDS body as sent. */
+static void pm__append(pm_t *m, jnl_t *j, const wire_entry_t *e, unsigned count, bool compress)
+{
+    wire_buf_t b = {0};
+    uint64_t first = m->nops + 1;
+    cr_assert_eq(wire_enc_records(&b, first, e, (uint16_t)count, compress), 0);
+    pm_batch_t *bt = &m->batches[m->nbatches++];
+    bt->first_seq = first;
+    bt->last_seq = first + count - 1;
+    bt->recv_ns = m->next_ns;
+    m->next_ns += m->step_ns;
+    uint8_t hdr[INGEST_BATCH_HDR_MAX];
+    size_t hl = ingest_rec_batch_header(hdr, bt->recv_ns, m->machine);
+    size_t body = b.len - WIRE_HDR_LEN;
+    uint8_t *rec = malloc(hl + body);
+    cr_assert(rec);
+    memcpy(rec, hdr, hl);
+    memcpy(rec + hl, b.data + WIRE_HDR_LEN, body);
+    cr_assert_eq(jnl_append_wait(j, INGEST_REC_BATCH, rec, hl + body, 0, &bt->lsn), 0);
+    free(rec);
+    wire_buf_free(&b);
+}
+
 void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries)
 {
     unsigned count = (unsigned)tmt_rng_range(&m->rng, 1, max_entries);
+    /* the first batch starts with every disk's SYNCED, as an agent sends
+     * after copying empty disks: from then on points can be cut */
+    unsigned lead = m->nops == 0 && !m->no_synced ? m->ndisks : 0;
+    count += lead;
     cr_assert(m->nops + count <= PM_MAX_OPS);
     wire_entry_t *e = calloc(count, sizeof *e);
     uint8_t **bufs = calloc(count, sizeof *bufs);
@@ -74,6 +102,13 @@ void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries)
     for (unsigned i = 0; i < count; i++) {
         pm_op_t *op = &m->ops[m->nops + i];
         memset(op, 0, sizeof *op);
+        if (i < lead) {
+            op->kind = WIRE_R_SYNCED;
+            op->disk = (uint16_t)i;
+            e[i].kind = WIRE_R_SYNCED;
+            e[i].disk = op->disk;
+            continue;
+        }
         unsigned r = (unsigned)tmt_rng_range(&m->rng, 0, 99);
         op->disk = (uint16_t)tmt_rng_range(&m->rng, 0, m->ndisks - 1);
         if (r < 75) {
@@ -107,29 +142,24 @@ void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries)
             e[i].length = op->len;
         }
     }
-    wire_buf_t b = {0};
-    cr_assert_eq(wire_enc_records(&b, first, e, (uint16_t)count, true), 0);
-    uint8_t hdr[INGEST_BATCH_HDR_MAX];
-    pm_batch_t *bt = &m->batches[m->nbatches++];
-    bt->first_seq = first;
-    bt->last_seq = first + count - 1;
-    bt->recv_ns = m->next_ns;
-    m->next_ns += m->step_ns;
-    size_t hl = ingest_rec_batch_header(hdr, bt->recv_ns, m->machine);
-    /* what ingest appends: its header, then the RECORDS body as sent */
-    size_t body = b.len - WIRE_HDR_LEN;
-    uint8_t *rec = malloc(hl + body);
-    cr_assert(rec);
-    memcpy(rec, hdr, hl);
-    memcpy(rec + hl, b.data + WIRE_HDR_LEN, body);
-    cr_assert_eq(jnl_append_wait(j, INGEST_REC_BATCH, rec, hl + body, 0, &bt->lsn), 0);
-    free(rec);
-    wire_buf_free(&b);
+    pm__append(m, j, e, count, true);
     for (unsigned i = 0; i < count; i++)
         free(bufs[i]);
     free(bufs);
     free(e);
     m->nops += count;
+}
+
+void pm_append_marker(pm_t *m, jnl_t *j, uint8_t kind, uint16_t disk)
+{
+    cr_assert(m->nops + 1 <= PM_MAX_OPS);
+    pm_op_t *op = &m->ops[m->nops];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->disk = disk;
+    wire_entry_t e = {.kind = kind, .disk = disk};
+    pm__append(m, j, &e, 1, false);
+    m->nops++;
 }
 
 void pm_disk_at(const pm_t *m, unsigned disk, uint64_t seq, uint8_t *out)

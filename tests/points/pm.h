@@ -46,6 +46,7 @@ typedef struct pm {
     size_t nbatches;
     uint64_t next_ns;   /* recv_ns of the next batch */
     uint64_t step_ns;   /* between batches */
+    bool no_synced;     /* the first batch does not start with the disks' SYNCED */
 } pm_t;
 
 /* A machine with three disks of awkward sizes; batches step_ns apart from t0. */
@@ -57,6 +58,9 @@ void pm_append_disks(pm_t *m, jnl_t *j);
 /* Generate and append one batch of 1..max_entries records (writes, zeroes,
  * trims, now and then an app tag). */
 void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries);
+
+/* Append a batch of one SYNCED or RESYNC record for disk. */
+void pm_append_marker(pm_t *m, jnl_t *j, uint8_t kind, uint16_t disk);
 
 /* The disk as it was at seq (0: never written), into out (disk size bytes). */
 void pm_disk_at(const pm_t *m, unsigned disk, uint64_t seq, uint8_t *out);

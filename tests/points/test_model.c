@@ -67,8 +67,9 @@ static void fx_fini(fx_t *f)
     tmt_rmtree(f->dir);
 }
 
-/* The catalog the model predicts: app points at app tags, crash points at
- * the end of a batch a cadence after the last point, and one at the very
+/* The catalog the model predicts: a crash point where the machine becomes
+ * consistent (the last disk's SYNCED), app points at app tags, crash points
+ * at the end of a batch a cadence after the last point, and one at the very
  * end (the processor cuts it when it is idle; the batches are an hour old). */
 static size_t expected_points(const pm_t *m, size_t idle_after, pts_point_t *out)
 {
@@ -79,6 +80,13 @@ static size_t expected_points(const pm_t *m, size_t idle_after, pts_point_t *out
         const pm_batch_t *bt = &m->batches[b];
         for (uint64_t s = bt->first_seq; s <= bt->last_seq; s++) {
             const pm_op_t *op = &m->ops[s - 1];
+            /* the last disk's SYNCED makes the machine consistent: its first point */
+            if (op->kind == WIRE_R_SYNCED && s == m->ndisks) {
+                out[n++] = (pts_point_t){.seq = s, .time_ns = bt->recv_ns, .kind = PTS_KIND_CRASH};
+                have = true;
+                last_ns = bt->recv_ns;
+                last_seq = s;
+            }
             if (op->kind == WIRE_R_TAG) {
                 out[n] = (pts_point_t){.seq = s, .time_ns = bt->recv_ns, .kind = PTS_KIND_APP, .tag_id = s};
                 snprintf(out[n].tag, sizeof out[n].tag, "%s", op->tag);
@@ -116,8 +124,17 @@ static void check_catalog(fx_t *f, size_t idle_after)
     pts_point_t *got;
     size_t ngot;
     cr_assert_eq(pts_points(f->p, "web1", NULL, &got, &ngot), 0);
-    cr_assert_eq(ngot, nwant, "catalog holds %zu points, the model %zu (seed %#llx)", ngot, nwant,
-                 (unsigned long long)f->m.seed);
+    if (ngot != nwant) {
+        char got_s[4096] = "", want_s[4096] = "";
+        for (size_t i = 0; i < ngot; i++)
+            snprintf(got_s + strlen(got_s), sizeof got_s - strlen(got_s), " %llu%c",
+                     (unsigned long long)got[ngot - 1 - i].seq, got[ngot - 1 - i].kind == PTS_KIND_APP ? 'a' : 'c');
+        for (size_t i = 0; i < nwant; i++)
+            snprintf(want_s + strlen(want_s), sizeof want_s - strlen(want_s), " %llu%c",
+                     (unsigned long long)want[i].seq, want[i].kind == PTS_KIND_APP ? 'a' : 'c');
+        cr_assert_fail("catalog holds %zu points, the model %zu (seed %#llx)\ngot: %s\nmodel:%s", ngot, nwant,
+                       (unsigned long long)f->m.seed, got_s, want_s);
+    }
     for (size_t i = 0; i < ngot; i++) {
         const pts_point_t *g = &got[ngot - 1 - i], *w = &want[i]; /* got is newest first */
         cr_assert(g->seq == w->seq && g->kind == w->kind && g->time_ns == w->time_ns && strcmp(g->tag, w->tag) == 0,
@@ -200,6 +217,16 @@ Test(points_model, every_point_and_position_rebuilds, .timeout = 240)
     fx_fini(&f);
 }
 
+/* A @TIME selector for instant t. */
+static void time_sel(uint64_t t, char *sel, size_t len)
+{
+    time_t secs = (time_t)(t / 1000000000u);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(sel, len, "@%04d-%02d-%02dT%02d:%02d:%02d.%09lluZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned long long)(t % 1000000000u));
+}
+
 Test(points_model, selectors_resolve_as_the_model_says, .timeout = 120)
 {
     fx_t f;
@@ -242,13 +269,8 @@ Test(points_model, selectors_resolve_as_the_model_says, .timeout = 120)
 
     /* @TIME: the last batch received at or before it */
     for (size_t b = 0; b < f.m.nbatches; b += 7) {
-        uint64_t t = f.m.batches[b].recv_ns + STEP_NS / 2;
-        time_t secs = (time_t)(t / 1000000000u);
-        struct tm tm;
-        gmtime_r(&secs, &tm);
         char sel[64];
-        snprintf(sel, sizeof sel, "@%04d-%02d-%02dT%02d:%02d:%02d.%09lluZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned long long)(t % 1000000000u));
+        time_sel(f.m.batches[b].recv_ns + STEP_NS / 2, sel, sizeof sel);
         cr_assert_eq(pts_resolve(f.p, "web1", sel, &pt, why, sizeof why), 0, "%s: %s", sel, why);
         cr_assert_eq(pt.seq, f.m.batches[b].last_seq, "%s", sel);
         cr_assert_eq(pt.kind, PTS_KIND_CUSTOM);
@@ -329,5 +351,86 @@ Test(points_model, too_little_space_pauses_processing_without_writing, .timeout 
     cr_assert_eq(pts_sync(f.p, 30000), 0);
     cr_assert_eq(pts_cut_latest(f.p, "web1", 30000, &pt), 0);
     cr_assert_eq(pt.seq, f.m.nops);
+    fx_fini(&f);
+}
+
+Test(points_model, no_point_while_a_disk_is_copied_or_resynced, .timeout = 120)
+{
+    fx_t f;
+    fx_init(&f, "points-consistency", seed_of() + 4);
+    f.m.no_synced = true;
+    for (int i = 0; i < 5; i++)
+        pm_append_batch(&f.m, f.j, 6);
+    uint64_t copy_mid_ns = f.m.batches[3].recv_ns;
+    for (uint16_t d = 0; d < f.m.ndisks; d++)
+        pm_append_marker(&f.m, f.j, WIRE_R_SYNCED, d);
+    uint64_t consistent_from = f.m.nops; /* the last SYNCED */
+    for (int i = 0; i < 5; i++)
+        pm_append_batch(&f.m, f.j, 6);
+    pm_append_marker(&f.m, f.j, WIRE_R_RESYNC, 1);
+    uint64_t resync_begin = f.m.nops;
+    size_t resync_batch = f.m.nbatches;
+    for (int i = 0; i < 4; i++)
+        pm_append_batch(&f.m, f.j, 6);
+    pm_append_marker(&f.m, f.j, WIRE_R_SYNCED, 1);
+    uint64_t resync_end = f.m.nops;
+    for (int i = 0; i < 3; i++)
+        pm_append_batch(&f.m, f.j, 6);
+
+    fx_open_points(&f);
+    cr_assert_eq(pts_sync(f.p, 30000), 0);
+    pts_point_t *pts, pt;
+    size_t n;
+    cr_assert_eq(pts_points(f.p, "web1", NULL, &pts, &n), 0);
+    cr_assert_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_geq(pts[i].seq, consistent_from, "point %llu cut during the initial copy",
+                      (unsigned long long)pts[i].seq);
+        cr_assert(pts[i].seq < resync_begin || pts[i].seq >= resync_end, "point %llu cut during the resync",
+                  (unsigned long long)pts[i].seq);
+    }
+    tm_free(pts);
+
+    char sel[64], why[256];
+    /* an instant inside the resync: the position just before it began */
+    time_sel(f.m.batches[resync_batch + 2].recv_ns, sel, sizeof sel);
+    cr_assert_eq(pts_resolve(f.p, "web1", sel, &pt, why, sizeof why), 0, "%s: %s", sel, why);
+    cr_assert_eq(pt.seq, resync_begin - 1);
+    tmt_rng_t rng;
+    tmt_rng_seed(&rng, 9);
+    check_rebuild(&f, pt.seq, &rng);
+    /* an instant inside the initial copy: nothing consistent before it */
+    time_sel(copy_mid_ns, sel, sizeof sel);
+    cr_assert_eq(pts_resolve(f.p, "web1", sel, &pt, why, sizeof why), TM_ENOPOINT, "%s", sel);
+    cr_assert(strstr(why, "crash-consistent"), "%s", why);
+    cr_assert_eq(pts_resolve(f.p, "web1", "latest", &pt, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(pt.seq, f.m.nops);
+    check_rebuild(&f, pt.seq, &rng);
+
+    /* restart: the window is remembered */
+    pts_close(f.p);
+    fx_open_points(&f);
+    time_sel(f.m.batches[resync_batch + 1].recv_ns, sel, sizeof sel);
+    cr_assert_eq(pts_resolve(f.p, "web1", sel, &pt, why, sizeof why), 0, "%s: %s", sel, why);
+    cr_assert_eq(pt.seq, resync_begin - 1);
+    fx_fini(&f);
+}
+
+Test(points_model, latest_during_a_copy_is_the_newest_consistent_point, .timeout = 60)
+{
+    fx_t f;
+    fx_init(&f, "points-copying", seed_of() + 5);
+    f.m.no_synced = true;
+    for (int i = 0; i < 3; i++)
+        pm_append_batch(&f.m, f.j, 6);
+    fx_open_points(&f);
+    cr_assert_eq(pts_sync(f.p, 30000), 0);
+    pts_point_t pt;
+    char why[256];
+    cr_assert_eq(pts_resolve(f.p, "web1", "latest", &pt, why, sizeof why), TM_ENOPOINT);
+    pts_machine_t pm;
+    cr_assert_eq(pts_machine(f.p, "web1", &pm), 0);
+    cr_assert(!pm.consistent);
+    cr_assert_eq(pm.unsafe_since, 1);
     fx_fini(&f);
 }

@@ -641,3 +641,159 @@ Test(bodies, trailing_bytes_are_refused)
     }
     wire_buf_free(&b);
 }
+
+/* ---- resync frames ------------------------------------------------------------ */
+
+/* The body of the one frame in b. */
+static const uint8_t *body_of(const wire_buf_t *b, size_t *len)
+{
+    cr_assert_geq(b->len, WIRE_HDR_LEN);
+    *len = b->len - WIRE_HDR_LEN;
+    return b->data + WIRE_HDR_LEN;
+}
+
+Test(resync, request_roundtrip_and_limits)
+{
+    wire_buf_t b = {0};
+    char why[200];
+    wire_resync_request_t q = {.disk = 63, .block_size = WIRE_RESYNC_MAX_BLOCK, .first_block = UINT64_MAX}, r;
+    cr_assert_eq(wire_enc_resync_request(&b, &q), 0);
+    size_t len;
+    const uint8_t *body = body_of(&b, &len);
+    cr_assert_eq(len, WIRE_RESYNC_REQUEST_LEN);
+    cr_assert_eq(wire_dec_resync_request(body, len, &r, why, sizeof why), 0, "%s", why);
+    cr_assert(r.disk == 63 && r.block_size == WIRE_RESYNC_MAX_BLOCK && r.first_block == UINT64_MAX);
+    static const uint32_t bad_blocks[] = {0, 512, 2048, 4096 + 512, 3u << 12, 2u << 20, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_blocks / sizeof bad_blocks[0]; i++) {
+        wire_buf_reset(&b);
+        q.block_size = bad_blocks[i];
+        cr_assert_eq(wire_enc_resync_request(&b, &q), 0);
+        body = body_of(&b, &len);
+        cr_assert_eq(wire_dec_resync_request(body, len, &r, why, sizeof why), WIRE_E_PROTOCOL, "block %u",
+                     bad_blocks[i]);
+        cr_assert(strstr(why, "power of two"), "%s", why);
+    }
+    for (uint32_t bs = WIRE_RESYNC_MIN_BLOCK; bs <= WIRE_RESYNC_MAX_BLOCK; bs *= 2)
+        cr_assert(wire_resync_block_ok(bs), "%u", bs);
+    uint8_t raw[WIRE_RESYNC_REQUEST_LEN + 1] = {0};
+    tm_put32(raw + 4, 65536);
+    cr_assert_eq(wire_dec_resync_request(raw, sizeof raw, &r, why, sizeof why), WIRE_E_PROTOCOL, "trailing byte");
+    cr_assert_eq(wire_dec_resync_request(raw, sizeof raw - 2, &r, why, sizeof why), WIRE_E_PROTOCOL, "truncated");
+    tm_put16(raw + 2, 1);
+    cr_assert_eq(wire_dec_resync_request(raw, WIRE_RESYNC_REQUEST_LEN, &r, why, sizeof why), WIRE_E_PROTOCOL,
+                 "reserved");
+    tm_put16(raw + 2, 0);
+    tm_put16(raw, WIRE_MAX_DISKS);
+    cr_assert_eq(wire_dec_resync_request(raw, WIRE_RESYNC_REQUEST_LEN, &r, why, sizeof why), WIRE_E_RANGE, "disk");
+    wire_buf_free(&b);
+}
+
+Test(resync, ack_roundtrip_and_limits)
+{
+    wire_buf_t b = {0};
+    char why[200];
+    uint16_t d, f;
+    for (uint16_t frames = 0; frames <= WIRE_RESYNC_WINDOW + 1; frames++) {
+        wire_buf_reset(&b);
+        cr_assert_eq(wire_enc_resync_ack(&b, 2, frames), 0);
+        size_t len;
+        const uint8_t *body = body_of(&b, &len);
+        int rc = wire_dec_resync_ack(body, len, &d, &f, why, sizeof why);
+        bool ok = frames >= 1 && frames <= WIRE_RESYNC_WINDOW;
+        cr_assert_eq(rc, ok ? 0 : WIRE_E_PROTOCOL, "frames %u: %s", frames, why);
+        if (ok)
+            cr_assert(d == 2 && f == frames);
+    }
+    uint8_t raw[WIRE_RESYNC_ACK_LEN] = {0};
+    tm_put16(raw, WIRE_MAX_DISKS);
+    tm_put16(raw + 2, 1);
+    cr_assert_eq(wire_dec_resync_ack(raw, sizeof raw, &d, &f, why, sizeof why), WIRE_E_RANGE);
+    cr_assert_eq(wire_dec_resync_ack(raw, sizeof raw - 1, &d, &f, why, sizeof why), WIRE_E_PROTOCOL);
+    wire_buf_free(&b);
+}
+
+Test(resync, sums_roundtrip_at_the_limit)
+{
+    static uint64_t sums[WIRE_MAX_SUMS];
+    for (uint32_t i = 0; i < WIRE_MAX_SUMS; i++)
+        sums[i] = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+    wire_resync_sums_t m = {.disk = 5, .flags = WIRE_SUMS_LAST, .block_size = 4096, .seq = 99, .first_block = 7,
+                            .count = WIRE_MAX_SUMS, .sums = sums},
+                       r;
+    wire_buf_t b = {0};
+    char why[200];
+    cr_assert_eq(wire_enc_resync_sums(&b, &m), 0);
+    size_t len;
+    const uint8_t *body = body_of(&b, &len);
+    cr_assert_eq(len, wire_body_limit(WIRE_T_RESYNC_SUMS), "the largest body is the limit");
+    cr_assert_eq(wire_dec_resync_sums(body, len, &r, why, sizeof why), 0, "%s", why);
+    cr_assert(r.disk == 5 && r.flags == WIRE_SUMS_LAST && r.block_size == 4096 && r.seq == 99 && r.first_block == 7 &&
+              r.count == WIRE_MAX_SUMS);
+    for (uint32_t i = 0; i < WIRE_MAX_SUMS; i++)
+        cr_assert_eq(wire_sums_get(&r, i), sums[i], "sum %u", i);
+    m.count = WIRE_MAX_SUMS + 1;
+    cr_assert_eq(wire_enc_resync_sums(&b, &m), -1, "over the limit encoded");
+    wire_buf_free(&b);
+}
+
+Test(resync, sums_bad_bodies)
+{
+    const uint64_t sums[2] = {1, 2};
+    wire_resync_sums_t m = {.disk = 0, .block_size = 65536, .seq = 1, .first_block = 0, .count = 2, .sums = sums}, r;
+    wire_buf_t b = {0};
+    char why[200];
+    size_t len;
+    cr_assert_eq(wire_enc_resync_sums(&b, &m), 0);
+    const uint8_t *good = body_of(&b, &len);
+    uint8_t body[WIRE_RESYNC_SUMS_HDR_LEN + 16];
+    cr_assert_eq(len, sizeof body);
+#define BAD(code, has, ...)                                                                                   \
+    do {                                                                                                    \
+        memcpy(body, good, sizeof body);                                                                    \
+        __VA_ARGS__;                                                                                        \
+        int rc_ = wire_dec_resync_sums(body, sizeof body, &r, why, sizeof why);                             \
+        cr_assert_eq(rc_, code, "%s: %d (%s)", #__VA_ARGS__, rc_, why);                                    \
+        cr_assert(strstr(why, has), "%s: \"%s\" lacks \"%s\"", #__VA_ARGS__, why, has);                     \
+    } while (0)
+    BAD(WIRE_E_TOO_BIG, "at most", tm_put32(body + 24, WIRE_MAX_SUMS + 1));
+    BAD(WIRE_E_PROTOCOL, "does not hold", tm_put32(body + 24, 3));
+    BAD(WIRE_E_PROTOCOL, "must be zero", tm_put32(body + 28, 1));
+    BAD(WIRE_E_PROTOCOL, "must be zero", tm_put16(body + 2, 2));
+    BAD(WIRE_E_RANGE, "disk", tm_put16(body, WIRE_MAX_DISKS));
+    BAD(WIRE_E_PROTOCOL, "power of two", tm_put32(body + 4, 65536 + 4096));
+    BAD(WIRE_E_RANGE, "2^64", tm_put64(body + 16, UINT64_MAX - 1));
+#undef BAD
+    /* a frame without sums is the last one, or nothing */
+    uint8_t hdr[WIRE_RESYNC_SUMS_HDR_LEN];
+    memcpy(hdr, good, sizeof hdr);
+    tm_put32(hdr + 24, 0);
+    cr_assert_eq(wire_dec_resync_sums(hdr, sizeof hdr, &r, why, sizeof why), WIRE_E_PROTOCOL);
+    tm_put16(hdr + 2, WIRE_SUMS_LAST);
+    cr_assert_eq(wire_dec_resync_sums(hdr, sizeof hdr, &r, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(wire_dec_resync_sums(hdr, sizeof hdr - 1, &r, why, sizeof why), WIRE_E_PROTOCOL, "truncated");
+    wire_buf_free(&b);
+}
+
+Test(resync, the_resync_record)
+{
+    wire_entry_t e[2] = {{.kind = WIRE_R_RESYNC, .disk = 63}, {.kind = WIRE_R_SYNCED, .disk = 63}};
+    wire_buf_t b = {0};
+    char why[200];
+    cr_assert_eq(wire_enc_records(&b, 5, e, 2, false), 0);
+    size_t len;
+    const uint8_t *body = body_of(&b, &len);
+    wire_records_t *r = malloc(sizeof *r);
+    cr_assert_not_null(r);
+    cr_assert_eq(wire_dec_records_entries(body, len, r, why, sizeof why), 0, "%s", why);
+    cr_assert(r->entries[0].kind == WIRE_R_RESYNC && r->entries[0].disk == 63);
+    /* every field but kind and disk must be 0 */
+    uint8_t *ent = b.data + WIRE_HDR_LEN + WIRE_RECORDS_HDR_LEN;
+    tm_put64(ent + 16, 512); /* offset */
+    cr_assert_eq(wire_dec_records_entries(body, len, r, why, sizeof why), WIRE_E_PROTOCOL);
+    cr_assert(strstr(why, "resync fields"), "%s", why);
+    tm_put64(ent + 16, 0);
+    tm_put16(ent + 4, WIRE_MAX_DISKS);
+    cr_assert_eq(wire_dec_records_entries(body, len, r, why, sizeof why), WIRE_E_RANGE);
+    free(r);
+    wire_buf_free(&b);
+}

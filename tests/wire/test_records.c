@@ -1368,7 +1368,7 @@ Test(records, flush_fields_must_be_zero)
 
 Test(records, undefined_kinds)
 {
-    static const uint8_t kinds[] = {0, 7, 0x7f, 0xff};
+    static const uint8_t kinds[] = {0, 8, 0x7f, 0xff};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         expect_entry((wire_entry_t){.kind = kinds[i]}, NULL, WIRE_E_PROTOCOL, "kind");
 }

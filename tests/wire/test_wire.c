@@ -27,6 +27,7 @@ static const struct {
     {WIRE_T_HELLO, 5128},         {WIRE_T_AUTH, 32},       {WIRE_T_RECORDS, (4u << 20) + (64u << 10)},
     {WIRE_T_CHALLENGE, 288},      {WIRE_T_WELCOME, 82},    {WIRE_T_ACK, 8},
     {WIRE_T_TAG_REQUEST, 272},    {WIRE_T_STOP, 256},      {WIRE_T_ERROR, 258},
+    {WIRE_T_RESYNC_REQUEST, 16},  {WIRE_T_RESYNC_ACK, 4},  {WIRE_T_RESYNC_SUMS, 32 + 8 * 4096},
 };
 #define NKNOWN (sizeof known / sizeof known[0])
 
@@ -124,7 +125,7 @@ Test(wire, body_limits_are_the_documented_ones)
     for (size_t i = 0; i < NKNOWN; i++)
         cr_assert_eq(wire_body_limit(known[i].type), known[i].limit, "type 0x%x: limit %u, want %u", known[i].type,
                      wire_body_limit(known[i].type), known[i].limit);
-    static const uint16_t unknown[] = {0x00, 0x04, 0x05, 0x7f, 0x80, 0x86, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
+    static const uint16_t unknown[] = {0x00, 0x06, 0x7f, 0x80, 0x87, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         cr_assert_eq(wire_body_limit(unknown[i]), 0, "type 0x%x has a limit", unknown[i]);
     /* The named limits fit in the records limit: header, 1024 entries, 4 MiB. */
@@ -181,6 +182,16 @@ static void all_types_stream(wire_buf_t *b, size_t ends[NKNOWN])
     cr_assert_eq(wire_enc_stop(b, "failover"), 0);
     ends[k++] = b->len;
     cr_assert_eq(wire_enc_error(b, WIRE_E_BUSY, "machine db-01 already has a connection"), 0);
+    ends[k++] = b->len;
+    wire_resync_request_t rq = {.disk = 1, .block_size = 65536, .first_block = 12};
+    cr_assert_eq(wire_enc_resync_request(b, &rq), 0);
+    ends[k++] = b->len;
+    cr_assert_eq(wire_enc_resync_ack(b, 1, 2), 0);
+    ends[k++] = b->len;
+    const uint64_t sums[3] = {1, UINT64_MAX, 0x0123456789abcdefull};
+    wire_resync_sums_t rs = {.disk = 1, .flags = WIRE_SUMS_LAST, .block_size = 65536, .seq = 40, .first_block = 12,
+                             .count = 3, .sums = sums};
+    cr_assert_eq(wire_enc_resync_sums(b, &rs), 0);
     ends[k++] = b->len;
     cr_assert_eq(k, NKNOWN);
 }
@@ -346,7 +357,7 @@ static wire_status_t feed_hdr(wire_decoder_t *d, const uint8_t hdr[WIRE_HDR_LEN]
 
 Test(wire, unknown_type_is_refused)
 {
-    static const uint16_t types[] = {0x00, 0x04, 0x80, 0x86, 0xfe, 0x101, 0x183, 0xffff};
+    static const uint16_t types[] = {0x00, 0x06, 0x80, 0x87, 0xfe, 0x101, 0x183, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         uint8_t h[WIRE_HDR_LEN];
         put_hdr(h, types[i], 0, 0xffffffffu);

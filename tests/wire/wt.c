@@ -242,6 +242,18 @@ int wt_dec_any(uint16_t type, const uint8_t *body, size_t len, char *reason, siz
     case WIRE_T_TAG_REQUEST: return wire_dec_tag_request(body, len, &kind, &u64, name, reason, rlen);
     case WIRE_T_STOP: return wire_dec_stop(body, len, text, reason, rlen);
     case WIRE_T_ERROR: return wire_dec_error(body, len, &er, reason, rlen);
+    case WIRE_T_RESYNC_REQUEST: {
+        wire_resync_request_t q;
+        return wire_dec_resync_request(body, len, &q, reason, rlen);
+    }
+    case WIRE_T_RESYNC_ACK: {
+        uint16_t disk, frames;
+        return wire_dec_resync_ack(body, len, &disk, &frames, reason, rlen);
+    }
+    case WIRE_T_RESYNC_SUMS: {
+        wire_resync_sums_t m;
+        return wire_dec_resync_sums(body, len, &m, reason, rlen);
+    }
     }
     cr_assert_fail("wt_dec_any: no decoder for type 0x%x", type);
     return -1;
