@@ -510,10 +510,10 @@ static int cli__serve_loop(cli_serve_t *s)
     printf("tidemark: api on %s (token in %s/%s)\n", addr, s->cfg->data_dir, TM_API_TOKEN_FILE);
 
     uint64_t every = s->cfg->tags_every_ns ? s->cfg->tags_every_ns : CLI_DEFAULT_TAGS_EVERY_NS;
-    rc = cli_tags_start(&s->loop, s->ingest, s->pts, every, &s->tags);
+    rc = cli_tags_start(&s->loop, s->ingest, s->pts, every, s->cfg->tags_every, s->cfg->ntags_every, &s->tags);
     if (rc != 0)
         tm_warn("tidemark: scheduled app-consistent tags are off: %s", tm_strerror(rc));
-    else if (s->tags)
+    else if (s->tags && every != UINT64_MAX)
         printf("tidemark: app-consistent tags asked for every %" PRIu64 " s on each connected machine\n",
                every / 1000000000u);
 

@@ -85,6 +85,11 @@ void cli_config_free(cli_config_t *cfg)
     tm_free(cfg->retention);
     cfg->retention = NULL;
     cfg->nretention = cfg->retention_cap = 0;
+    for (size_t i = 0; i < cfg->ntags_every; i++)
+        tm_free((char *)cfg->tags_every[i].machine);
+    tm_free(cfg->tags_every);
+    cfg->tags_every = NULL;
+    cfg->ntags_every = cfg->tags_every_cap = 0;
 }
 
 static void cli__fmt_size(uint64_t v, char *buf, size_t len)
@@ -237,32 +242,37 @@ out_range:;
     return TM_EINVAL;
 }
 
-/* points.retention.NAME: a machine's own window. */
-static int cli__set_machine_window(cli_config_t *cfg, const char *name, const char *value, char *err,
-                                   size_t errlen)
+/* Set name's value in a per-machine list (points.retention.NAME, tags.every.NAME). */
+static int cli__set_per_machine(pts_retention_t **v, size_t *n, size_t *cap, const char *name, uint64_t ns,
+                                char *err, size_t errlen)
 {
     if (!wire_name_ok(name)) {
         snprintf(err, errlen, "'%s' is not a machine name", name);
         return TM_EINVAL;
     }
-    uint64_t ns;
-    int rc = cli_config_parse_window(value, "points.retention", &ns, err, errlen);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < cfg->nretention; i++) {
-        if (strcmp(cfg->retention[i].machine, name) == 0) {
-            cfg->retention[i].window_ns = ns;
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*v)[i].machine, name) == 0) {
+            (*v)[i].window_ns = ns;
             return 0;
         }
     }
-    if (cfg->nretention == cfg->retention_cap &&
-        tm_grow((void **)&cfg->retention, &cfg->retention_cap, cfg->nretention + 1, sizeof *cfg->retention) != 0)
+    if (*n == *cap && tm_grow((void **)v, cap, *n + 1, sizeof **v) != 0)
         return -ENOMEM;
     char *copy = tm_strdup(name);
     if (!copy)
         return -ENOMEM;
-    cfg->retention[cfg->nretention++] = (pts_retention_t){copy, ns};
+    (*v)[(*n)++] = (pts_retention_t){copy, ns};
     return 0;
+}
+
+/* "off" or a tags.every period. */
+static int cli__parse_tags_every(const char *value, const char *what, uint64_t *out, char *err, size_t errlen)
+{
+    if (strcmp(value, "off") == 0) {
+        *out = UINT64_MAX;
+        return 0;
+    }
+    return cli_config_parse_duration(value, what, CLI_MIN_TAGS_EVERY_NS, CLI_MAX_TAGS_EVERY_NS, out, err, errlen);
 }
 
 int cli_config_parse_segment_size(const char *s, uint64_t *out, char *err, size_t errlen)
@@ -385,22 +395,28 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
                                    &cfg->ingest_handshake_ms, err, errlen);
     if (strcmp(key, "points.retention") == 0)
         return cli_config_parse_window(value, "points.retention", &cfg->retention_ns, err, errlen);
-    if (strncmp(key, "points.retention.", 17) == 0)
-        return cli__set_machine_window(cfg, key + 17, value, err, errlen);
-    if (strcmp(key, "tags.every") == 0) {
-        if (strcmp(value, "off") == 0) {
-            cfg->tags_every_ns = UINT64_MAX;
-            return 0;
-        }
-        return cli_config_parse_duration(value, "tags.every", CLI_MIN_TAGS_EVERY_NS, CLI_MAX_TAGS_EVERY_NS,
-                                         &cfg->tags_every_ns, err, errlen);
+    if (strncmp(key, "points.retention.", 17) == 0) {
+        uint64_t ns;
+        int rc = cli_config_parse_window(value, "points.retention", &ns, err, errlen);
+        return rc ? rc
+                  : cli__set_per_machine(&cfg->retention, &cfg->nretention, &cfg->retention_cap, key + 17, ns, err,
+                                         errlen);
     }
+    if (strncmp(key, "tags.every.", 11) == 0) {
+        uint64_t ns;
+        int rc = cli__parse_tags_every(value, "tags.every", &ns, err, errlen);
+        return rc ? rc
+                  : cli__set_per_machine(&cfg->tags_every, &cfg->ntags_every, &cfg->tags_every_cap, key + 11, ns,
+                                         err, errlen);
+    }
+    if (strcmp(key, "tags.every") == 0)
+        return cli__parse_tags_every(value, "tags.every", &cfg->tags_every_ns, err, errlen);
     if (strcmp(key, "points.cadence") == 0)
         return cli_config_parse_ms(value, "points.cadence", PTS_MIN_CADENCE_MS, PTS_MAX_CADENCE_MS,
                                    &cfg->points_cadence_ms, err, errlen);
     snprintf(err, errlen,
              "unknown key '%s' (known: data, journal.segment_size, agents, api, nbd, ingest.window, ingest.budget, "
-             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE, tags.every)",
+             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE, tags.every, tags.every.MACHINE)",
              key);
     return TM_EINVAL;
 }

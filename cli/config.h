@@ -37,6 +37,7 @@
  *                         app-consistent tag (its agent quiesces): a number
  *                         followed by s, m, h or d (default 1h, 10s to 7d),
  *                         or off
+ *   tags.every.NAME       machine NAME's own period, same form
  *   points.cadence        how often a crash-consistent point is cut while a
  *                         machine writes: milliseconds, or a number with s
  *                         or ms (default 1s, at least 100ms, at most 3600s)
@@ -88,6 +89,8 @@ typedef struct cli_config {
     uint32_t points_cadence_ms;   /* 0 = the points stage's default */
     uint64_t retention_ns;        /* 0 = the points stage's default */
     uint64_t tags_every_ns;       /* app-consistent tags asked for on a schedule; 0 = default, UINT64_MAX = off */
+    pts_retention_t *tags_every;  /* per machine (the same name + duration pairs); names owned */
+    size_t ntags_every, tags_every_cap;
     pts_retention_t *retention;   /* per machine; names owned */
     size_t nretention, retention_cap;
     char *api;             /* owned: the API address (listen or connect) */

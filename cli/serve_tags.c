@@ -24,10 +24,21 @@ struct cli_tags {
     ingest_t *ig;
     pts_t *pts;
     uint64_t every_ns;
+    pts_retention_t *per; /* machines' own periods; names owned */
+    size_t nper;
     cli_tag_asked_t *asked;
     size_t nasked, cap;
     uint64_t next_id;
 };
+
+static void cli__tags_free(cli_tags_t *t)
+{
+    for (size_t i = 0; i < t->nper; i++)
+        tm_free((char *)t->per[i].machine);
+    tm_free(t->per);
+    tm_free(t->asked);
+    tm_free(t);
+}
 
 static uint64_t *cli__asked(cli_tags_t *t, const char *name)
 {
@@ -58,6 +69,14 @@ static uint64_t cli__last_app(pts_t *pts, const char *name)
     return t;
 }
 
+static uint64_t cli__every(const cli_tags_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->nper; i++)
+        if (strcmp(t->per[i].machine, name) == 0)
+            return t->per[i].window_ns;
+    return t->every_ns;
+}
+
 static void cli__tick(uv_timer_t *h)
 {
     cli_tags_t *t = h->data;
@@ -66,13 +85,16 @@ static void cli__tick(uv_timer_t *h)
         ingest_machine_info_t mi;
         if (ingest_machine_at(t->ig, i, &mi) != 0 || !mi.connected || mi.state != INGEST_MACHINE_PROTECTED)
             continue;
+        uint64_t every = cli__every(t, mi.name);
+        if (every == UINT64_MAX)
+            continue;
         uint64_t *asked = cli__asked(t, mi.name);
         if (!asked)
             return;
         uint64_t last = cli__last_app(t->pts, mi.name);
         if (*asked > last)
             last = *asked;
-        if (last && now < last + t->every_ns)
+        if (last && now < last + every)
             continue;
         char name[WIRE_MAX_NAME + 1];
         time_t s = (time_t)(now / 1000000000u);
@@ -89,25 +111,43 @@ static void cli__tick(uv_timer_t *h)
     }
 }
 
-int cli_tags_start(uv_loop_t *loop, ingest_t *ig, pts_t *pts, uint64_t every_ns, cli_tags_t **out)
+int cli_tags_start(uv_loop_t *loop, ingest_t *ig, pts_t *pts, uint64_t every_ns, const pts_retention_t *per,
+                   size_t nper, cli_tags_t **out)
 {
     *out = NULL;
-    if (every_ns == UINT64_MAX)
-        return 0;
+    uint64_t shortest = every_ns;
+    for (size_t i = 0; i < nper; i++)
+        if (per[i].window_ns < shortest)
+            shortest = per[i].window_ns;
+    if (shortest == UINT64_MAX)
+        return 0; /* off for everyone */
     cli_tags_t *t = tm_calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
     t->ig = ig;
     t->pts = pts;
     t->every_ns = every_ns;
+    if (nper && !(t->per = tm_calloc(nper, sizeof *t->per))) {
+        tm_free(t);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < nper; i++) {
+        t->per[i].window_ns = per[i].window_ns;
+        t->per[i].machine = tm_strdup(per[i].machine);
+        t->nper++;
+        if (!t->per[i].machine) {
+            cli__tags_free(t);
+            return -ENOMEM;
+        }
+    }
     int rc = uv_timer_init(loop, &t->timer);
     if (rc) {
-        tm_free(t);
+        cli__tags_free(t);
         return rc;
     }
     t->timer.data = t;
-    /* a tick a tenth of the period, at most a minute apart */
-    uint64_t tick_ms = every_ns / 10 / 1000000u;
+    /* a tick a tenth of the shortest period, at most a minute apart */
+    uint64_t tick_ms = shortest / 10 / 1000000u;
     if (tick_ms > 60000)
         tick_ms = 60000;
     if (tick_ms < 1000)
@@ -119,9 +159,7 @@ int cli_tags_start(uv_loop_t *loop, ingest_t *ig, pts_t *pts, uint64_t every_ns,
 
 static void cli__tags_closed(uv_handle_t *h)
 {
-    cli_tags_t *t = h->data;
-    tm_free(t->asked);
-    tm_free(t);
+    cli__tags_free(h->data);
 }
 
 void cli_tags_stop(cli_tags_t *t)

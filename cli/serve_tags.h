@@ -15,9 +15,10 @@
 
 typedef struct cli_tags cli_tags_t;
 
-/* every_ns: the period (UINT64_MAX: off, then nothing is started and *out
- * is NULL). 0 or -ENOMEM / a libuv error. */
-int cli_tags_start(uv_loop_t *loop, ingest_t *ig, pts_t *pts, uint64_t every_ns, cli_tags_t **out);
+/* every_ns: the period (UINT64_MAX: off); per: machines' own periods (same
+ * form; copied). 0 or -ENOMEM / a libuv error. */
+int cli_tags_start(uv_loop_t *loop, ingest_t *ig, pts_t *pts, uint64_t every_ns, const pts_retention_t *per,
+                   size_t nper, cli_tags_t **out);
 /* Stop the timer; the object frees itself once it is closed. Safe on NULL. */
 void cli_tags_stop(cli_tags_t *t);
 

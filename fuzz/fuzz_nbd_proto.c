@@ -258,8 +258,9 @@ static uint16_t advertised(unsigned cfg)
     bool ro = (cfg & FUZZ_NBD_RO) || !(cfg & FUZZ_NBD_WRITE);
     FUZZ_ASSERT(((f & NBD_FLAG_READ_ONLY) != 0) == ro);
     if (ro)
-        FUZZ_ASSERT(!(f & (NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES)) &&
-                    (f & NBD_FLAG_CAN_MULTI_CONN));
+        FUZZ_ASSERT(!(f & (NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES)));
+    /* multi-conn is the backend's to say, read-only or not */
+    FUZZ_ASSERT(((f & NBD_FLAG_CAN_MULTI_CONN) != 0) == ((cfg & FUZZ_NBD_MULTI) != 0));
     return f;
 }
 

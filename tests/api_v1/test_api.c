@@ -337,6 +337,7 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     ita_close(&a);
     json_decref(get_ok("/v1/health"));
     ita_stop(&srv);
+    tc_child_free(&srv.c);
     wire_buf_free(&b);
     free(model);
     curl_global_cleanup();

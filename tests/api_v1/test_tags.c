@@ -94,7 +94,8 @@ Test(api_tags, requested_and_scheduled_tags_become_app_points)
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", secret[i]);
     tc_write_file(tc_path("db1.secret"), hex);
-    tc_write_file(tc_path("conf"), "tags.every = 10s\n");
+    /* off by default, on for db1: the machine's own period is the one used */
+    tc_write_file(tc_path("conf"), "tags.every = off\ntags.every.db1 = 10s\n");
     ita_server_t srv;
     ita_start(&srv, data, (const char *[]){"--config", tc_path("conf"), NULL});
     char token[TM_API_TOKEN_HEX + 1], err[256];
@@ -127,5 +128,6 @@ Test(api_tags, requested_and_scheduled_tags_become_app_points)
     tc_finish(&agent);
     tc_child_free(&agent);
     ita_stop(&srv);
+    tc_child_free(&srv.c);
     curl_global_cleanup();
 }

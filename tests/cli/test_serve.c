@@ -182,6 +182,8 @@ Test(serve, bad_config_lines_name_file_and_line)
         {"points.retention = 31d\n", ":1:", "outside 1m to 30d"},
         {"points.retention.web1 = soon\n", ":1:", "not a duration"},
         {"points.cadence = 5ms\n", ":1:", "below the minimum"},
+        {"tags.every = 1s\n", ":1:", "outside 10s to 7d"},
+        {"tags.every.-x = 1h\n", ":1:", "not a machine name"},
         {"api = nowhere\n", ":1:", "not an address"},
         {"agents = nowhere\n", ":1:", "not an address"},
         {"agents = 127.0.0.1:70000\n", ":1:", "not an address"},
