@@ -180,6 +180,7 @@ void pts_close(pts_t *p)
     pts_index_close(p->ix);
     pts_wb_free(p->wb);
     tm_free(p->recs);
+    tm_free(p->pend);
     tm_free(p->priv);
     tm_free(p->dirty);
     tm_free(p->pub);

@@ -19,6 +19,12 @@
 #include "points/points.h"
 #include "wire/msg.h"
 
+/* An extent piece waiting for the cycle's commit. */
+typedef struct pts_pending {
+    uint8_t k[PTS_EXTENT_KEY_LEN];
+    uint8_t v[PTS_EXTENT_VAL_LEN];
+} pts_pending_t;
+
 typedef struct pts_pin {
     uint32_t mid;
     uint64_t seq;
@@ -55,6 +61,8 @@ struct pts {
     jnl_reader_t *rd;
     pts_wb_t *wb;
     wire_records_t *recs; /* decode scratch */
+    pts_pending_t *pend;  /* the cycle's extent pieces, put in key order at commit */
+    size_t npend, pend_cap;
     uint64_t c_records, c_extents, c_bytes, c_points; /* counted in the cycle, published after */
 
     pthread_mutex_t mu;

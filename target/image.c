@@ -20,7 +20,7 @@
 #include "base/mem.h"
 
 #define TGT_IMAGE_PIECE (4u << 20)
-#define TGT_IMAGE_THREADS 4u
+#define TGT_IMAGE_THREADS 8u
 #define TGT_IMAGE_BLOCK 4096u
 
 /* True when n bytes at p are all zero. */
