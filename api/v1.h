@@ -50,6 +50,10 @@ void api_defer(api_v1_t *a, tm_http_req_t *req, api_work_fn work, api_done_fn do
 void api_time(uint64_t ns, char *buf, size_t len);
 /* A point as docs/api.md shows it (a new reference). */
 json_t *api_point_json(const pts_point_t *pt);
+/* What a machine would lose if it failed now: 0 when its newest point
+ * holds everything received, else the age of that point (an upper bound:
+ * the first write after it came later). */
+double api_rpo_seconds(const pts_machine_t *m, uint64_t received_seq, uint64_t now);
 /* Reply for a pts_resolve/pts_points error code, with why when given. */
 void api_reply_points_error(tm_http_req_t *req, int rc, const char *machine, const char *why);
 /* True when the machine is registered or has sent data; else replies 404

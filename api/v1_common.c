@@ -74,6 +74,13 @@ json_t *api_point_json(const pts_point_t *pt)
     return o;
 }
 
+double api_rpo_seconds(const pts_machine_t *m, uint64_t received_seq, uint64_t now)
+{
+    if (m->latest.seq >= received_seq || now <= m->latest.time_ns)
+        return 0.0; /* every write received is in a point */
+    return (double)(now - m->latest.time_ns) / 1e9;
+}
+
 void api_reply_points_error(tm_http_req_t *req, int rc, const char *machine, const char *why)
 {
     switch (rc) {

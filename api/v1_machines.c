@@ -88,9 +88,7 @@ static json_t *api__machine_json(api_v1_t *a, const char *name, const pts_stats_
     json_object_set_new(o, "lag_bytes", json_integer((json_int_t)(received > processed ? st->lag_bytes : 0)));
     json_object_set_new(o, "lag_seconds", json_real(received > processed ? (double)st->lag_ns / 1e9 : 0.0));
     if (have_m && m.has_point) {
-        uint64_t now = tm_now_ns();
-        json_object_set_new(o, "rpo_seconds",
-                            json_real(now > m.latest.time_ns ? (double)(now - m.latest.time_ns) / 1e9 : 0.0));
+        json_object_set_new(o, "rpo_seconds", json_real(api_rpo_seconds(&m, received, tm_now_ns())));
         json_object_set_new(o, "latest_point", api_point_json(&m.latest));
     } else {
         json_object_set_new(o, "rpo_seconds", json_null());

@@ -93,11 +93,17 @@ void api_v1_metrics(tm_http_req_t *req, void *ctx)
         ms = NULL, n = 0;
     uint64_t now = tm_now_ns();
     api__metric(&t, "tidemark_machine_rpo_seconds", "gauge",
-                "Per machine: now minus the time of its newest processed point.");
-    for (size_t i = 0; i < n; i++)
-        if (ms[i].has_point)
-            api__printf(&t, "tidemark_machine_rpo_seconds{machine=\"%s\"} %.3f\n", ms[i].name,
-                        now > ms[i].latest.time_ns ? (double)(now - ms[i].latest.time_ns) / 1e9 : 0.0);
+                "Per machine: 0 when its newest point holds every write received, else that point's age.");
+    for (size_t i = 0; i < n; i++) {
+        if (!ms[i].has_point)
+            continue;
+        ingest_machine_info_t mi;
+        uint64_t received = ms[i].seq;
+        if (ingest_machine_state(a->ingest, ms[i].name, &mi) == 0 && mi.durable_seq > received)
+            received = mi.durable_seq;
+        api__printf(&t, "tidemark_machine_rpo_seconds{machine=\"%s\"} %.3f\n", ms[i].name,
+                    api_rpo_seconds(&ms[i], received, now));
+    }
     api__metric(&t, "tidemark_machine_processed_seq", "gauge", "Per machine: the last stream sequence processed.");
     for (size_t i = 0; i < n; i++)
         api__printf(&t, "tidemark_machine_processed_seq{machine=\"%s\"} %" PRIu64 "\n", ms[i].name, ms[i].seq);
