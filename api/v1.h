@@ -30,6 +30,7 @@ typedef struct api_v1 {
     tm_http_server_t *http; /* for its stats in /metrics; set after it is made */
     const char *data_dir;
     const char *version;
+    const char *nbd;        /* where disks at points are served ("HOST:PORT"), NULL: not served */
     uint64_t next_tag_id;
 } api_v1_t;
 

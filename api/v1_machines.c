@@ -20,9 +20,10 @@ void api_v1_health(tm_http_req_t *req, void *ctx)
     pts_get_stats(a->pts, &st);
     if (st.paused) {
         tm_http_reply_json(req, 200,
-                           json_pack("{s:s,s:s,s:[s]}", "status", "degraded", "version", a->version, "problems",
+                           json_pack("{s:s,s:s,s:[s],s:s?}", "status", "degraded", "version", a->version, "problems",
                                      "processing is paused: the file system of the index is nearly full (agents' "
-                                     "writes are still kept in the journal); free space there"));
+                                     "writes are still kept in the journal); free space there",
+                                     "nbd", a->nbd));
         return;
     }
     if (st.error) {
@@ -33,11 +34,12 @@ void api_v1_health(tm_http_req_t *req, void *ctx)
                  "processing stopped at journal record %llu: %s (acknowledged writes are kept in the journal; "
                  "see the log, then restart the appliance)",
                  (unsigned long long)st.next_lsn, tm_strerror(st.error));
-        tm_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[s]}", "status", "degraded", "version", a->version,
-                                               "problems", why));
+        tm_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[s],s:s?}", "status", "degraded", "version", a->version,
+                                               "problems", why, "nbd", a->nbd));
         return;
     }
-    tm_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "status", "ok", "version", a->version, "problems"));
+    tm_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[],s:s?}", "status", "ok", "version", a->version, "problems",
+                                           "nbd", a->nbd));
 }
 
 /* The names to list: registered, seen by ingest, or known to the index. */

@@ -494,7 +494,7 @@ static int cli__serve_loop(cli_serve_t *s)
     printf("tidemark: nbd on %s (exports MACHINE/DISK@SELECTOR)\n", addr);
 
     rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->cfg->data_dir, TM_VERSION, s->cfg->api,
-                       err, sizeof err);
+                       addr, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "tidemark: api: %s\n", err);
         s->reported = true;

@@ -39,9 +39,11 @@ void cli_usage(FILE *out)
           "  status [--json]         the appliance's machines: state, lag, RPO, points\n"
           "  points MACHINE [--kind K] [--since T] [--until T] [--limit N] [--json]\n"
           "                          list a machine's recovery points, newest first\n"
+          "  export MACHINE --point SELECTOR [--json]\n"
+          "                          the NBD exports of the machine's disks at a point\n"
           "  materialize MACHINE --point SELECTOR --out DIR [--json]\n"
           "                          write each disk's raw image at a point, with progress\n"
-          "  (status, points and materialize ask a running `tidemark serve` at --api ADDR,\n"
+          "  (status, points, export and materialize ask a running `tidemark serve` at --api ADDR,\n"
           "  default " CLI_DEFAULT_API ", with the token in DATA/api.token: see\n"
           "  tidemark COMMAND --help)\n"
           "  version                 print the version\n"
@@ -90,6 +92,8 @@ int main(int argc, char **argv)
         return cli_cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "points") == 0)
         return cli_cmd_points(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return cli_cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "materialize") == 0)
         return cli_cmd_materialize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -22,6 +22,7 @@ typedef struct cli_api {
     tm_http_server_t *http;
     char token[TM_API_TOKEN_HEX + 1];
     char appliance[17];
+    char nbd[80];
     void (*stopped)(void *arg);
     void *arg;
 } cli_api_t;
@@ -32,7 +33,7 @@ int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errle
 
 /* Start serving the API on addr. 0, or nonzero with err saying why. */
 int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, const char *data_dir,
-                  const char *version, const char *addr, char *err, size_t errlen);
+                  const char *version, const char *addr, const char *nbd_addr, char *err, size_t errlen);
 
 /* The address listened on. */
 void cli_api_address(const cli_api_t *a, char *buf, size_t len);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -331,6 +332,39 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
                   strstr(r.body, "tidemark_processing_lag_bytes "),
               "%s", r.body);
     resp_free(&r);
+
+    /* `tidemark export`: the URIs of the disks at a point, read with qemu-img */
+    char api_addr[64];
+    snprintf(api_addr, sizeof api_addr, "127.0.0.1:%u", srv.api_port);
+    tc_child_t ex;
+    int code = tc_run(&ex, (const char *[]){"export", "web1", "--point", "latest", "--api", api_addr, "--data", data,
+                                            NULL});
+    cr_assert_eq(code, 0, "export: %s", ex.err);
+    char uri[256];
+    cr_assert_eq(sscanf(ex.out, "%255s", uri), 1, "%s", ex.out);
+    cr_assert(strncmp(uri, "nbd://127.0.0.1:", 16) == 0 && strstr(uri, "/web1/disk0@"), "%s", uri);
+    tc_child_free(&ex);
+    char raw[600];
+    snprintf(raw, sizeof raw, "%s/exported.raw", tc_dir);
+    {
+        /* qemu-utils is one of the suite's packages (./dev) */
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            execlp("qemu-img", "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw, (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "qemu-img convert %s failed", uri);
+        FILE *rf = fopen(raw, "rb");
+        cr_assert_not_null(rf);
+        uint8_t *exported = malloc(DISK_SIZE);
+        cr_assert_eq(fread(exported, 1, DISK_SIZE, rf), DISK_SIZE);
+        fclose(rf);
+        cr_assert(memcmp(exported, model, DISK_SIZE) == 0, "the exported disk differs from what the agent wrote");
+        free(exported);
+    }
 
     /* after all of it, the server still answers, and a tag for a machine
      * whose agent left is a conflict */
