@@ -669,6 +669,36 @@ static void tap_copy_chunk_done(tap_t *t, tap_io_t *x)
         agent_client_kick(t->client);
 }
 
+/*
+ * Jump the copy over a hole of the image file (SEEK_DATA), so a sparse
+ * terabyte is not read to find its zeros. Safe without holding anything:
+ * the appliance's copy starts from zeros, a region that is a hole now reads
+ * as zeros, and every write a client makes to it from now on is streamed
+ * after this point (a write applied before now made it data). The last
+ * chunk is always read, since its SYNCED closes the copy.
+ */
+static void tap_copy_skip_holes(tap_t *t, tap_copy_t *cp)
+{
+    (void)t;
+    uint64_t last = cp->size > COPY_CHUNK ? cp->size - COPY_CHUNK : 0;
+    if (cp->fd < 0 || cp->pos >= last)
+        return;
+    off_t data = lseek(cp->fd, (off_t)cp->pos, SEEK_DATA);
+    uint64_t to;
+    if (data >= 0)
+        to = (uint64_t)data & ~(uint64_t)(WIRE_SECTOR - 1);
+    else if (errno == ENXIO)
+        to = cp->size; /* nothing but holes from here */
+    else
+        return; /* no SEEK_DATA here: read it all */
+    if (to > last)
+        to = last;
+    if (to > cp->pos) {
+        cp->skipped += (to - cp->pos + COPY_CHUNK - 1) / COPY_CHUNK;
+        cp->pos = to;
+    }
+}
+
 static void on_copy_timer(uv_timer_t *h)
 {
     tap_copy_pump(h->data);
@@ -688,6 +718,8 @@ static void tap_copy_pump(tap_t *t)
     if (d == t->ndisks)
         return;
     tap_copy_t *cp = &t->copy[d];
+    if (cp->state == CP_RUNNING)
+        tap_copy_skip_holes(t, cp);
     uint64_t len = cp->size - cp->pos < COPY_CHUNK ? cp->size - cp->pos : COPY_CHUNK;
     size_t reserve = agent_stream_cost(len) + agent_stream_cost(0);
     /* Strictly within the bound (unlike a client's write, which may pass it
