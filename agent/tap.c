@@ -686,13 +686,13 @@ static void tap_copy_skip_holes(tap_t *t, tap_copy_t *cp)
     off_t data = lseek(cp->fd, (off_t)cp->pos, SEEK_DATA);
     uint64_t to;
     if (data >= 0)
-        to = (uint64_t)data & ~(uint64_t)(WIRE_SECTOR - 1);
+        to = (uint64_t)data / COPY_CHUNK * COPY_CHUNK; /* chunks stay where they were */
     else if (errno == ENXIO)
         to = cp->size; /* nothing but holes from here */
     else
         return; /* no SEEK_DATA here: read it all */
     if (to > last)
-        to = last;
+        to = last / COPY_CHUNK * COPY_CHUNK;
     if (to > cp->pos) {
         cp->skipped += (to - cp->pos + COPY_CHUNK - 1) / COPY_CHUNK;
         cp->pos = to;
