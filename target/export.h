@@ -37,7 +37,7 @@
  * open at once are listed.
  *
  * Reads: READ only; writes, trims and zeroes get EPERM (the exports are
- * read-only). A read that fails verification (a damaged journal record)
+ * read-only; only a test failover's MACHINE/DISK@test is writable, below). A read that fails verification (a damaged journal record)
  * gets EIO, never wrong bytes, and is logged with the reader's message
  * naming the machine, disk, point and write.
  *
@@ -55,6 +55,7 @@
 #define TM_TARGET_EXPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -94,5 +95,63 @@ int tgt_exports_port(const tgt_exports_t *x);
  * from this call on.
  */
 void tgt_exports_stop(tgt_exports_t *x, void (*cb)(void *arg), void *arg);
+
+/*
+ * Test failover (architecture.md): a machine's disks served writable as
+ * MACHINE/DISK@test over a copy-on-write overlay on top of one point, so
+ * the failed-over machine can be booted and tried while replication and
+ * point building carry on. Writes, trims, write-zeroes and flushes go to
+ * one sparse file per disk (overlay.h), DIR/MACHINE/DISK.overlay; reads
+ * take the blocks written there from it and the rest from the point
+ * through the reader. Nothing reaches the journal or the index: the point
+ * and every other export of it never change. The point is pinned for as
+ * long as the test runs.
+ *
+ * The @test exports are writable, with FLUSH and FUA (fdatasync of the
+ * overlay); they advertise no multi-conn (a flush covers the overlay's
+ * file, but that is not promised to clients yet). Several connections to
+ * one of them share its overlay. Opening MACHINE/DISK@test while no test
+ * failover of the machine runs gets NBD_REP_ERR_UNKNOWN and a sentence
+ * saying so. They are not listed (NBD_OPT_LIST).
+ *
+ * One test failover per machine at a time. Called on the loop's thread.
+ */
+
+/* The end of tgt_test_start, on the loop: status 0 and the point (seq) the
+ * test runs at, or an error and a sentence saying why (msg, valid during
+ * the call): the selector's (as for an export open), -ESHUTDOWN when the
+ * exports stop first, or the error making the overlays. */
+typedef void (*tgt_test_cb)(void *arg, int status, uint64_t seq, const char *msg);
+
+/*
+ * Start a test failover of machine at selector (anything pts_resolve
+ * takes; `latest` waits for processing and cuts a point), with its
+ * overlays in dir/MACHINE/ (made if missing; the appliance passes
+ * DATA/test). The selector is resolved, the point pinned and the overlays
+ * made on an open thread; cb(arg, ...) follows on the loop, always, when
+ * this returns 0. Errors returned at once (cb is not called), with err
+ * saying why: TM_EINVAL (a name that is not one), -EBUSY (a test failover
+ * of the machine is starting or running: err names it), -ESHUTDOWN, or
+ * -ENOMEM.
+ */
+int tgt_test_start(tgt_exports_t *x, const char *machine, const char *selector, const char *dir, tgt_test_cb cb,
+                   void *arg, char *err, size_t errlen);
+
+/*
+ * End the machine's test failover: its @test exports refuse every request
+ * from now on (ESHUTDOWN; the nbd module cannot close chosen connections
+ * yet, so clients still connected get errors until they disconnect), new
+ * opens of them are refused, the overlay files are removed and their space
+ * freed at once; the pin goes when the last connection does. A new test
+ * failover of the machine may start as soon as this returns. 0,
+ * TM_ENOTFOUND (none runs), -EBUSY (it is still starting: clean up after
+ * its callback), with err saying why; an overlay that cannot be removed is
+ * logged, and the cleanup goes on.
+ */
+int tgt_test_cleanup(tgt_exports_t *x, const char *machine, char *err, size_t errlen);
+
+/* The machine's test failover: 0 with the point when one runs, -EBUSY
+ * while one starts, TM_ENOTFOUND when none. */
+int tgt_test_point(const tgt_exports_t *x, const char *machine, uint64_t *seq);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "nbd/nbd.h"
 #include "target/export.h"
+#include "target/overlay.h"
 #include "target/reader.h"
 #include "target/workers.h"
 #include "wire/wire.h"
@@ -54,6 +55,13 @@ typedef struct tgt_export {
     pthread_mutex_t mu;
     tgt_slot_t *idle; /* under mu */
     bool base_seen;   /* under mu: the base exists (it is never removed) */
+    /* A test failover's writable export (export_test.c): the overlay
+     * over the point, and the test that made it. Such an export is not in
+     * the exports list, is never shared with a read-only open, and holds no
+     * pin of its own (its test holds one). NULL for the others. */
+    struct tgt_test *test;
+    tgt_ov_t *ov;
+    bool dead; /* loop thread: the test was cleaned up; I/O is refused */
 } tgt_export_t;
 
 struct tgt_exports {
@@ -64,6 +72,7 @@ struct tgt_exports {
     tgt_workers_t *openers; /* opens and listings */
     tgt_workers_t *readers; /* reads */
     tgt_export_t *exports;  /* open ones */
+    struct tgt_test *tests; /* test failovers starting or running, one per machine */
     struct sockaddr_storage addr;
     bool stopping;
     unsigned closing; /* worker pools not closed yet */
@@ -71,9 +80,25 @@ struct tgt_exports {
     void *stop_arg;
 };
 
-/* The nbd backend's read and cancel (export_read.c). */
-void tgt__export_read(nbd_io_t *io);
+/* Fill a new export's fields (not its list link nor refs). */
+void tgt__export_init(tgt_export_t *ex, tgt_exports_t *x, const char *machine, const char *disk_name, uint32_t mid,
+                      uint16_t disk, uint64_t size, uint64_t seq);
+
+/* The nbd backend's I/O and cancel (export_read.c): every kind goes to a
+ * read thread; all but READ only for test exports. */
+void tgt__export_io(nbd_io_t *io);
 void tgt__export_cancel(nbd_io_t *io);
+
+/* Rebuild [off, off + len) of ex at its point; on a read thread. */
+int tgt__rebuild(tgt_export_t *ex, uint64_t off, uint8_t *buf, size_t len, char *err, size_t errlen);
+
+/* Test failovers (export_test.c), on the loop. Open MACHINE/DISK@test
+ * into op (0; nbd_open_done is the caller's) or fail with msg set. */
+int tgt__test_open(tgt_exports_t *x, const char *machine, const char *disk, nbd_open_t *op, char *msg, size_t len);
+/* The last release of a test export. */
+void tgt__test_export_released(tgt_export_t *ex);
+/* At stop, once nothing is open or in flight: clean every test up. */
+void tgt__tests_drop_all(tgt_exports_t *x);
 
 /* Close the readers an export kept; loop thread, once nothing reads. */
 void tgt__export_drop_readers(tgt_export_t *ex);

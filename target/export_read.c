@@ -1,8 +1,9 @@
 /*
- * Reads of the NBD exports (export.h): each READ goes to a read thread,
+ * I/O of the NBD exports (export.h): each READ goes to a read thread,
  * which rebuilds the range straight into the request's buffer with a reader
  * of the export's (reused; a new one only when every kept one is busy), and
- * the reply follows on the loop.
+ * the reply follows on the loop. A test export's requests (writes, flushes,
+ * trims and zeroes too) go the same way, through its overlay.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,7 +97,7 @@ static void tgt__put(tgt_export_t *ex, tgt_slot_t *s)
  * journal record a scan named was retired before it was read (the same
  * fold, seen from the other side); the second try reads the base.
  */
-static int tgt__rebuild(tgt_export_t *ex, uint64_t off, uint8_t *buf, size_t len, char *err, size_t errlen)
+int tgt__rebuild(tgt_export_t *ex, uint64_t off, uint8_t *buf, size_t len, char *err, size_t errlen)
 {
     for (int attempt = 0;; attempt++) {
         int rc;
@@ -119,11 +120,34 @@ static int tgt__rebuild(tgt_export_t *ex, uint64_t off, uint8_t *buf, size_t len
     }
 }
 
+/* A test export's request, through its overlay. */
+static int tgt__overlay_io(tgt_export_t *ex, nbd_io_t *io, char *err, size_t errlen)
+{
+    bool fua = io->flags & NBD_IO_FUA;
+    switch (io->kind) {
+    case NBD_IO_READ:
+        return tgt_ov_read(ex->ov, io->offset, io->buf, io->length, err, errlen);
+    case NBD_IO_WRITE:
+        return tgt_ov_write(ex->ov, io->offset, io->buf, io->length, fua, err, errlen);
+    case NBD_IO_FLUSH:
+        return tgt_ov_flush(ex->ov, err, errlen);
+    case NBD_IO_TRIM:
+        return tgt_ov_trim(ex->ov, io->offset, io->length, fua, err, errlen);
+    case NBD_IO_ZERO:
+        return tgt_ov_zero(ex->ov, io->offset, io->length, io->flags & NBD_IO_NO_HOLE, fua, err, errlen);
+    }
+    return -EINVAL;
+}
+
 static void tgt__read_work(tgt_job_t *job)
 {
     tgt_read_job_t *rj = tgt__container_of(job, tgt_read_job_t, job);
     nbd_io_t *io = rj->io;
-    rj->rc = tgt__rebuild(io->export, io->offset, io->buf, io->length, rj->err, sizeof rj->err);
+    tgt_export_t *ex = io->export;
+    if (ex->ov)
+        rj->rc = tgt__overlay_io(ex, io, rj->err, sizeof rj->err);
+    else
+        rj->rc = tgt__rebuild(ex, io->offset, io->buf, io->length, rj->err, sizeof rj->err);
 }
 
 /* ---- on the loop ------------------------------------------------------ */
@@ -137,6 +161,23 @@ static int tgt__nbd_status(int rc)
     return rc;
 }
 
+static const char *tgt__kind_name(nbd_io_kind_t k)
+{
+    switch (k) {
+    case NBD_IO_READ:
+        return "read";
+    case NBD_IO_WRITE:
+        return "write";
+    case NBD_IO_FLUSH:
+        return "flush";
+    case NBD_IO_TRIM:
+        return "trim";
+    case NBD_IO_ZERO:
+        return "write of zeroes";
+    }
+    return "request";
+}
+
 static void tgt__read_done(tgt_job_t *job)
 {
     tgt_read_job_t *rj = tgt__container_of(job, tgt_read_job_t, job);
@@ -144,18 +185,24 @@ static void tgt__read_done(tgt_job_t *job)
     tgt_export_t *ex = io->export;
     int rc = job->cancelled ? -ECANCELED : rj->rc;
     if (rc && !job->cancelled)
-        tm_error("target: read of %" PRIu32 " bytes at %" PRIu64 " of %s/%s at point %" PRIu64
+        tm_error("target: %s of %" PRIu32 " bytes at %" PRIu64 " of %s/%s%s at point %" PRIu64
                  " failed (the client gets %s): %s",
-                 io->length, io->offset, ex->machine, ex->disk_name, ex->seq, tm_errname(tgt__nbd_status(rc)),
-                 rj->err);
+                 tgt__kind_name(io->kind), io->length, io->offset, ex->machine, ex->disk_name, ex->ov ? "@test" : "",
+                 ex->seq, tm_errname(tgt__nbd_status(rc)), rj->err);
     io->data = NULL;
     tm_free(rj);
     nbd_io_done(io, tgt__nbd_status(rc));
 }
 
-void tgt__export_read(nbd_io_t *io)
+void tgt__export_io(nbd_io_t *io)
 {
     tgt_export_t *ex = io->export;
+    /* A cleaned-up test: its overlay is gone. Exports at points are opened
+     * read-only, so nbd never hands them anything but READ. */
+    if (ex->dead || (io->kind != NBD_IO_READ && !ex->ov)) {
+        nbd_io_done(io, ex->dead ? -ESHUTDOWN : -EPERM);
+        return;
+    }
     tgt_read_job_t *rj = tm_malloc(sizeof *rj);
     if (!rj) {
         nbd_io_done(io, -ENOMEM);

@@ -50,10 +50,16 @@ static void tt__thread(void *arg)
     uv_run(&t->loop, UV_RUN_DEFAULT);
 }
 
+static void tt__stopped_call(uv_handle_t *h)
+{
+    tt_t *t = h->data;
+    uv_close((uv_handle_t *)&t->stop, NULL);
+}
+
 static void tt__stopped(void *arg)
 {
     tt_t *t = arg;
-    uv_close((uv_handle_t *)&t->stop, NULL);
+    uv_close((uv_handle_t *)&t->call, tt__stopped_call);
 }
 
 static void tt__on_stop(uv_async_t *a)
@@ -61,6 +67,70 @@ static void tt__on_stop(uv_async_t *a)
     tt_t *t = a->data;
     tgt_exports_stop(t->x, tt__stopped, t);
     t->x = NULL;
+}
+
+static void tt__on_call(uv_async_t *a)
+{
+    tt_t *t = a->data;
+    t->call_fn(t);
+}
+
+/* Run fn on the loop's thread; it posts call_done when finished. */
+static void tt__call(tt_t *t, void (*fn)(tt_t *t))
+{
+    cr_assert(t->running);
+    t->call_fn = fn;
+    t->call_rc = 0;
+    t->call_seq = 0;
+    t->call_msg[0] = '\0';
+    cr_assert_eq(uv_async_send(&t->call), 0);
+    uv_sem_wait(&t->call_done);
+}
+
+static void tt__test_started(void *arg, int status, uint64_t seq, const char *msg)
+{
+    tt_t *t = arg;
+    t->call_rc = status;
+    t->call_seq = seq;
+    snprintf(t->call_msg, sizeof t->call_msg, "%s", msg);
+    uv_sem_post(&t->call_done);
+}
+
+static void tt__do_test_start(tt_t *t)
+{
+    int rc = tgt_test_start(t->x, t->call_machine, t->call_selector, tt_path(t, "test"), tt__test_started, t,
+                            t->call_msg, sizeof t->call_msg);
+    if (rc) {
+        t->call_rc = rc;
+        uv_sem_post(&t->call_done);
+    }
+}
+
+static void tt__do_test_cleanup(tt_t *t)
+{
+    t->call_rc = tgt_test_cleanup(t->x, t->call_machine, t->call_msg, sizeof t->call_msg);
+    uv_sem_post(&t->call_done);
+}
+
+int tt_test_start(tt_t *t, const char *machine, const char *selector, uint64_t *seq, char *msg, size_t len)
+{
+    t->call_machine = machine;
+    t->call_selector = selector;
+    tt__call(t, tt__do_test_start);
+    if (seq)
+        *seq = t->call_seq;
+    if (len)
+        snprintf(msg, len, "%s", t->call_msg);
+    return t->call_rc;
+}
+
+int tt_test_cleanup(tt_t *t, const char *machine, char *msg, size_t len)
+{
+    t->call_machine = machine;
+    tt__call(t, tt__do_test_cleanup);
+    if (len)
+        snprintf(msg, len, "%s", t->call_msg);
+    return t->call_rc;
 }
 
 void tt_start(tt_t *t)
@@ -77,6 +147,9 @@ void tt_start(tt_t *t)
     cr_assert_str_eq(addr, want);
     cr_assert_eq(uv_async_init(&t->loop, &t->stop, tt__on_stop), 0);
     t->stop.data = t;
+    cr_assert_eq(uv_async_init(&t->loop, &t->call, tt__on_call), 0);
+    t->call.data = t;
+    cr_assert_eq(uv_sem_init(&t->call_done, 0), 0);
     /* From here on only the thread touches the loop. */
     cr_assert_eq(uv_thread_create(&t->thread, tt__thread, t), 0);
     t->running = true;
@@ -91,6 +164,7 @@ void tt_stop(tt_t *t)
     cr_assert_eq(uv_thread_join(&t->thread), 0);
     int rc = uv_loop_close(&t->loop);
     cr_assert_eq(rc, 0, "uv_loop_close: %s (a handle or request was left open)", uv_strerror(rc));
+    uv_sem_destroy(&t->call_done);
 }
 
 void tt_fini(tt_t *t)

@@ -40,6 +40,14 @@ typedef struct tt {
     tgt_exports_t *x;
     int port;
     bool running;
+    /* calls on the loop's thread (tt_test_start, tt_test_cleanup) */
+    uv_async_t call;
+    uv_sem_t call_done;
+    void (*call_fn)(struct tt *t);
+    const char *call_machine, *call_selector;
+    int call_rc;
+    uint64_t call_seq;
+    char call_msg[1024];
 } tt_t;
 
 /* The seed (TIDEMARK_TARGET_SEED, else def), printed. */
@@ -73,6 +81,12 @@ uint64_t tt_middle_point(tt_t *t);
 void tt_assert_disk_file(const tt_t *t, const char *path, unsigned disk, uint64_t seq);
 /* qemu-img convert the export to dir/out, assert success and the model. */
 void tt_convert_and_check(tt_t *t, const char *name, unsigned disk, uint64_t seq, const char *out);
+
+/* Test failovers, called from the test thread, run on the loop's:
+ * tgt_test_start(machine, selector, overlays in dir/test) and its callback
+ * (waited for): its status, the point in *seq, the message in msg. */
+int tt_test_start(tt_t *t, const char *machine, const char *selector, uint64_t *seq, char *msg, size_t len);
+int tt_test_cleanup(tt_t *t, const char *machine, char *msg, size_t len);
 
 /* Raw client, after nbdt_handshake(fd, FIXED_NEWSTYLE | NO_ZEROES): NBD_OPT_GO name; returns the final reply type
  * (NBD_REP_ACK on success, else the error) and its message (msg, len). */
