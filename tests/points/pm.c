@@ -1,11 +1,18 @@
 /* The workload and reference model of pm.h. */
 #include "pm.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/mem.h"
 #include "ingest/record.h"
+#include "journal/format.h"
+#include "points/index.h"
+#include "points/points.h"
 
 void pm_init(pm_t *m, uint64_t seed, const char *machine, uint64_t t0_ns, uint64_t step_ns)
 {
@@ -182,4 +189,52 @@ uint64_t pm_time_of(const pm_t *m, uint64_t seq)
         if (seq >= m->batches[i].first_seq && seq <= m->batches[i].last_seq)
             return m->batches[i].recv_ns;
     return 0;
+}
+
+typedef struct pm_find {
+    uint64_t seq;
+    pts_extent_t found;
+    bool ok;
+} pm_find_t;
+
+static int pm__find_seq(void *arg, const pts_extent_t *e)
+{
+    pm_find_t *a = arg;
+    if (e->seq != a->seq)
+        return 0;
+    a->found = *e;
+    a->ok = true;
+    return 1;
+}
+
+void pm_flip_stored_bit(struct pts *p, const char *jdir, const pm_t *m, uint64_t seq)
+{
+    const pm_op_t *op = &m->ops[seq - 1];
+    cr_assert(op->kind == WIRE_R_WRITE && !op->compressible, "seq %llu is not a write of noise",
+              (unsigned long long)seq);
+    pts_machine_t pm;
+    cr_assert_eq(pts_machine(p, m->machine, &pm), 0);
+    pm_find_t fa = {.seq = seq};
+    cr_assert_eq(pts_index_scan_chunk(pts_index(p), pm.id, op->disk, op->off >> PTS_CHUNK_SHIFT, seq, pm__find_seq,
+                                      &fa),
+                 0);
+    cr_assert(fa.ok, "seq %llu is not in the index", (unsigned long long)seq);
+    cr_assert_eq(fa.found.codec, 0, "noise should travel raw");
+    char seg[PATH_MAX + 300] = "";
+    DIR *d = opendir(jdir);
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "seg-", 4) == 0)
+            snprintf(seg, sizeof seg, "%s/%s", jdir, e->d_name);
+    closedir(d);
+    cr_assert(seg[0], "no segment in %s", jdir);
+    int fd = open(seg, O_RDWR);
+    cr_assert_geq(fd, 0);
+    off_t at = (off_t)(fa.found.pos.off + JNL_REC_HDR_LEN + fa.found.data_off + fa.found.stored / 2);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    cr_assert_eq(pwrite(fd, &b, 1, at), 1);
+    close(fd);
 }

@@ -62,6 +62,14 @@ void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries);
 /* Append a batch of one SYNCED or RESYNC record for disk. */
 void pm_append_marker(pm_t *m, jnl_t *j, uint8_t kind, uint16_t disk);
 
+/* Flip one bit in the middle of the stored bytes of the write at seq, in
+ * the journal's (one) segment file under jdir, as bit rot would, through
+ * the index of the points stage p (which must have processed it). The
+ * write must be stored raw: a bit flipped in an lz4 block may decode to
+ * the same bytes. */
+struct pts;
+void pm_flip_stored_bit(struct pts *p, const char *jdir, const pm_t *m, uint64_t seq);
+
 /* The disk as it was at seq (0: never written), into out (disk size bytes). */
 void pm_disk_at(const pm_t *m, unsigned disk, uint64_t seq, uint8_t *out);
 

@@ -140,36 +140,6 @@ Test(target_refuse, reads_past_the_end_and_writes_are_refused, .timeout = 120)
     tt_fini(&t);
 }
 
-/* The one segment file of a fresh journal. */
-static void segment_path(const char *jdir, char *out, size_t len)
-{
-    DIR *d = opendir(jdir);
-    cr_assert(d);
-    struct dirent *e;
-    out[0] = '\0';
-    while ((e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, "seg-", 4) == 0)
-            snprintf(out, len, "%s/%s", jdir, e->d_name);
-    closedir(d);
-    cr_assert(out[0]);
-}
-
-typedef struct find_arg {
-    uint64_t seq;
-    pts_extent_t found;
-    bool ok;
-} find_arg_t;
-
-static int find_seq(void *arg, const pts_extent_t *e)
-{
-    find_arg_t *a = arg;
-    if (e->seq != a->seq)
-        return 0;
-    a->found = *e;
-    a->ok = true;
-    return 1;
-}
-
 Test(target_refuse, a_flipped_bit_fails_the_read_with_eio, .timeout = 120)
 {
     nbdt_need("qemu-img", "qemu-utils");
@@ -195,24 +165,7 @@ Test(target_refuse, a_flipped_bit_fails_the_read_with_eio, .timeout = 120)
     }
     cr_assert(victim);
     const pm_op_t *op = &t.m.ops[victim - 1];
-    pts_machine_t pm;
-    cr_assert_eq(pts_machine(t.p, "web1", &pm), 0);
-    find_arg_t fa = {.seq = victim};
-    cr_assert_eq(pts_index_scan_chunk(pts_index(t.p), pm.id, op->disk, op->off >> PTS_CHUNK_SHIFT, victim, find_seq,
-                                      &fa),
-                 0);
-    cr_assert(fa.ok);
-    cr_assert_eq(fa.found.codec, 0, "noise was stored compressed");
-    char seg[PATH_MAX + 300];
-    segment_path(t.jdir, seg, sizeof seg);
-    int sfd = open(seg, O_RDWR);
-    cr_assert_geq(sfd, 0);
-    off_t at = (off_t)(fa.found.pos.off + JNL_REC_HDR_LEN + fa.found.data_off + fa.found.stored / 2);
-    uint8_t b;
-    cr_assert_eq(pread(sfd, &b, 1, at), 1);
-    b ^= 0x10;
-    cr_assert_eq(pwrite(sfd, &b, 1, at), 1);
-    close(sfd);
+    pm_flip_stored_bit(t.p, t.jdir, &t.m, victim);
 
     tmt_log_capture();
     tt_start(&t);
