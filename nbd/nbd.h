@@ -193,6 +193,14 @@ int nbd_server_port(const nbd_server_t *srv);
 
 void nbd_server_get_stats(const nbd_server_t *srv, nbd_server_stats_t *out);
 
+/*
+ * Close, at once, every connection serving `export` (a handle the backend
+ * gave in nbd_open_t): replies in flight are dropped and release() comes as
+ * for any closed connection. For a backend that takes an export away (a
+ * test failover's clean-up). Returns how many connections it closed.
+ */
+unsigned nbd_server_drop_export(nbd_server_t *srv, void *export);
+
 typedef void (*nbd_close_cb)(void *arg);
 
 /*

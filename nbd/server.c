@@ -243,6 +243,19 @@ static void on_server_handle_closed(uv_handle_t *h)
     nbd__server_maybe_done(srv);
 }
 
+unsigned nbd_server_drop_export(nbd_server_t *srv, void *export)
+{
+    unsigned n = 0;
+    for (nbd_conn_t *c = srv->conns; c != NULL; c = c->next) {
+        if (c->have_export && c->export == export && !c->closing) {
+            tm_info("nbd: %s: export taken away by the server; closing", c->peer);
+            nbd__conn_close(c, false);
+            n++;
+        }
+    }
+    return n;
+}
+
 void nbd_server_close(nbd_server_t *srv, nbd_close_cb cb, void *arg)
 {
     srv->closing = true;

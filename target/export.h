@@ -138,10 +138,8 @@ int tgt_test_start(tgt_exports_t *x, const char *machine, const char *selector, 
                    void *arg, char *err, size_t errlen);
 
 /*
- * End the machine's test failover: its @test exports refuse every request
- * from now on (ESHUTDOWN; the nbd module cannot close chosen connections
- * yet, so clients still connected get errors until they disconnect), new
- * opens of them are refused, the overlay files are removed and their space
+ * End the machine's test failover: the connections to its @test exports are
+ * closed (a request in flight gets ESHUTDOWN), new opens are refused, the overlay files are removed and their space
  * freed at once; the pin goes when the last connection does. A new test
  * failover of the machine may start as soon as this returns. 0,
  * TM_ENOTFOUND (none runs), -EBUSY (it is still starting: clean up after

@@ -273,6 +273,10 @@ static void tgt__test_end(tgt_exports_t *x, tgt_test_t *t)
     }
     tm_info("target: test failover of %s at point %" PRIu64 " cleaned up (%" PRIu64 " blocks of %u KiB written)",
             t->machine, t->seq, blocks, TGT_OV_BLOCK >> 10);
+    /* clients still connected to @test lose it now, not at their next read */
+    if (x->srv)
+        for (unsigned d = 0; d < ndisks; d++)
+            nbd_server_drop_export(x->srv, t->ex[d]);
     /* the last unref may free t */
     for (unsigned d = 0; d < ndisks; d++)
         tgt__test_unref(t, d);
