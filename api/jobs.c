@@ -25,9 +25,10 @@ typedef struct job {
     struct job *next; /* newer to older */
     uint64_t id;
     api_jobs_t *js;
-    api_materialize_t req;
+    char action[24];
+    api_materialize_t req; /* machine and selector for every action; out for materialize */
     pthread_t thread;
-    bool joined;
+    bool joined;           /* no thread to join (done, or a job without one) */
     atomic_bool cancel;
     /* under js->mu */
     job_state_t state;
@@ -36,6 +37,7 @@ typedef struct job {
     pts_point_t point;
     uint64_t done, total;
     json_t *files;
+    json_t *exports; /* test-failover: the writable exports, NULL otherwise */
     char err_code[32];
     char err_msg[512];
     uint64_t disk_base; /* bytes of the disks before the current one */
@@ -67,6 +69,7 @@ int api_jobs_new(jnl_t *jnl, pts_t *pts, api_jobs_t **out)
 static void job_free(job_t *j)
 {
     json_decref(j->files);
+    json_decref(j->exports);
     tm_free(j);
 }
 
@@ -211,6 +214,7 @@ int api_jobs_materialize(api_jobs_t *js, const api_materialize_t *m, uint64_t *i
     }
     j->js = js;
     j->req = *m;
+    snprintf(j->action, sizeof j->action, "materialize");
     j->created_ns = tm_now_ns();
     atomic_init(&j->cancel, false);
     pthread_mutex_lock(&js->mu);
@@ -230,6 +234,64 @@ int api_jobs_materialize(api_jobs_t *js, const api_materialize_t *m, uint64_t *i
     return 0;
 }
 
+int api_jobs_begin(api_jobs_t *js, const char *action, const char *machine, const char *selector, uint64_t *id)
+{
+    job_t *j = tm_calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->files = json_array();
+    if (!j->files) {
+        tm_free(j);
+        return -ENOMEM;
+    }
+    j->js = js;
+    j->joined = true; /* no thread */
+    snprintf(j->action, sizeof j->action, "%s", action);
+    snprintf(j->req.machine, sizeof j->req.machine, "%s", machine);
+    snprintf(j->req.selector, sizeof j->req.selector, "%s", selector ? selector : "");
+    j->created_ns = tm_now_ns();
+    atomic_init(&j->cancel, false);
+    pthread_mutex_lock(&js->mu);
+    j->id = js->next_id++;
+    j->next = js->head;
+    js->head = j;
+    js->count++;
+    jobs_trim(js);
+    *id = j->id;
+    pthread_mutex_unlock(&js->mu);
+    return 0;
+}
+
+void api_jobs_end(api_jobs_t *js, uint64_t id, const pts_point_t *pt, json_t *exports, const char *code,
+                  const char *msg)
+{
+    pthread_mutex_lock(&js->mu);
+    job_t *j = js->head;
+    while (j && j->id != id)
+        j = j->next;
+    if (j && j->state == JOB_RUNNING) {
+        if (pt) {
+            j->point = *pt;
+            j->has_point = true;
+        }
+        json_decref(j->exports);
+        j->exports = exports;
+        exports = NULL;
+        j->finished_ns = tm_now_ns();
+        if (code) {
+            snprintf(j->err_code, sizeof j->err_code, "%s", code);
+            snprintf(j->err_msg, sizeof j->err_msg, "%s", msg ? msg : "");
+            j->state = JOB_FAILED;
+            js->n_failed++;
+        } else {
+            j->state = JOB_SUCCEEDED;
+            js->n_ok++;
+        }
+    }
+    pthread_mutex_unlock(&js->mu);
+    json_decref(exports);
+}
+
 static const char *job_state_name(job_state_t s)
 {
     return s == JOB_RUNNING ? "running" : s == JOB_SUCCEEDED ? "succeeded" : "failed";
@@ -243,10 +305,13 @@ static json_t *job_json(const job_t *j)
     snprintf(id, sizeof id, "%" PRIu64, j->id);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(id));
-    json_object_set_new(o, "action", json_string("materialize"));
+    json_object_set_new(o, "action", json_string(j->action));
     json_object_set_new(o, "machine", json_string(j->req.machine));
-    json_object_set_new(o, "selector", json_string(j->req.selector));
-    json_object_set_new(o, "out", json_string(j->req.out));
+    json_object_set_new(o, "selector", j->req.selector[0] ? json_string(j->req.selector) : json_null());
+    if (j->req.out[0])
+        json_object_set_new(o, "out", json_string(j->req.out));
+    if (j->exports)
+        json_object_set(o, "exports", j->exports);
     json_object_set_new(o, "state", json_string(job_state_name(j->state)));
     json_object_set_new(o, "created", json_string(created));
     if (j->finished_ns) {

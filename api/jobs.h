@@ -36,6 +36,15 @@ typedef struct api_materialize {
 /* Start a materialize job. *id gets its id. 0, -ENOMEM, or a pthread error. */
 int api_jobs_materialize(api_jobs_t *js, const api_materialize_t *m, uint64_t *id);
 
+/* A job whose work runs elsewhere (on the loop, through callbacks): record
+ * it as running, then end it with api_jobs_end. 0 or -ENOMEM. */
+int api_jobs_begin(api_jobs_t *js, const char *action, const char *machine, const char *selector, uint64_t *id);
+/* End job id: succeeded when code is NULL, else failed with code and msg.
+ * pt (may be NULL): the point it ran at; exports (stolen, may be NULL):
+ * what it made available. */
+void api_jobs_end(api_jobs_t *js, uint64_t id, const pts_point_t *pt, json_t *exports, const char *code,
+                  const char *msg);
+
 /* A job as docs/api.md shows it, under the lock (a new reference); NULL when
  * there is no such job. */
 json_t *api_jobs_get(api_jobs_t *js, uint64_t id);

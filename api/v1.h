@@ -20,6 +20,7 @@
 #include "ingest/ingest.h"
 #include "journal/journal.h"
 #include "points/points.h"
+#include "target/export.h"
 
 typedef struct api_v1 {
     uv_loop_t *loop;
@@ -31,6 +32,7 @@ typedef struct api_v1 {
     const char *data_dir;
     const char *version;
     const char *nbd;        /* where disks at points are served ("HOST:PORT"), NULL: not served */
+    tgt_exports_t *exports; /* the NBD exports (test failovers), NULL: none */
     uint64_t next_tag_id;
 } api_v1_t;
 

@@ -13,6 +13,7 @@
 
 #include "api/v1.h"
 #include "base/err.h"
+#include "base/mem.h"
 
 /* A string member; replies 400 and returns NULL when missing or not a string. */
 static const char *api__str(tm_http_req_t *req, json_t *body, const char *key)
@@ -23,6 +24,97 @@ static const char *api__str(tm_http_req_t *req, json_t *body, const char *key)
         return NULL;
     }
     return json_string_value(v);
+}
+
+/* A test failover's start, finishing on the loop. */
+typedef struct api_test_start {
+    api_v1_t *a;
+    uint64_t job;
+    char machine[WIRE_MAX_NAME + 1];
+} api_test_start_t;
+
+static void api__test_started(void *arg, int status, uint64_t seq, const char *msg)
+{
+    api_test_start_t *t = arg;
+    api_v1_t *a = t->a;
+    if (status) {
+        api_jobs_end(a->jobs, t->job, NULL, NULL, status == TM_EINVAL ? "bad-selector"
+                                                  : status == TM_ENOPOINT || status == TM_ENOTFOUND ? "no-point"
+                                                                                                      : "internal",
+                     msg);
+        tm_free(t);
+        return;
+    }
+    pts_point_t pt = {.seq = seq, .kind = PTS_KIND_CUSTOM};
+    char id[24], why[64];
+    snprintf(id, sizeof id, "%" PRIu64, seq);
+    if (pts_resolve(a->pts, t->machine, id, &pt, why, sizeof why) != 0)
+        pt = (pts_point_t){.seq = seq, .kind = PTS_KIND_CUSTOM};
+    json_t *ex = json_array();
+    pts_machine_t m;
+    if (ex && pts_machine(a->pts, t->machine, &m) == 0) {
+        for (unsigned d = 0; d < m.ndisks; d++) {
+            char name[2 * WIRE_MAX_NAME + 8], uri[2 * WIRE_MAX_NAME + 100];
+            snprintf(name, sizeof name, "%s/%s@test", t->machine, m.disks[d].name);
+            snprintf(uri, sizeof uri, "nbd://%s/%s", a->nbd ? a->nbd : "?", name);
+            json_array_append_new(ex, json_pack("{s:s,s:s,s:s}", "disk", m.disks[d].name, "name", name, "uri", uri));
+        }
+    }
+    api_jobs_end(a->jobs, t->job, &pt, ex, NULL, NULL);
+    tm_free(t);
+}
+
+/* test-failover {"machine", "point"} and test-cleanup {"machine"}. */
+static void api__test_job(api_v1_t *a, tm_http_req_t *req, json_t *body, const char *action)
+{
+    if (!a->exports) {
+        tm_http_reply_error(req, 409, "conflict", "this appliance serves no NBD exports: no test failover");
+        return;
+    }
+    const char *machine = api__str(req, body, "machine");
+    if (!machine || !api_machine_known(a, req, machine))
+        return;
+    bool start = strcmp(action, "test-failover") == 0;
+    const char *point = start ? api__str(req, body, "point") : NULL;
+    if (start && !point)
+        return;
+    char err[512];
+    uint64_t id;
+    int rc;
+    if (!start) {
+        rc = tgt_test_cleanup(a->exports, machine, err, sizeof err);
+        if (rc == TM_ENOTFOUND || rc == -EBUSY) {
+            tm_http_reply_error(req, 409, "conflict", "%s", err);
+            return;
+        }
+        if (api_jobs_begin(a->jobs, action, machine, NULL, &id) != 0) {
+            tm_http_reply_error(req, 500, "internal", "out of memory");
+            return;
+        }
+        api_jobs_end(a->jobs, id, NULL, NULL, rc ? "internal" : NULL, rc ? err : NULL);
+    } else {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/test", a->data_dir);
+        api_test_start_t *t = tm_calloc(1, sizeof *t);
+        if (!t || api_jobs_begin(a->jobs, action, machine, point, &id) != 0) {
+            tm_free(t);
+            tm_http_reply_error(req, 500, "internal", "out of memory");
+            return;
+        }
+        *t = (api_test_start_t){.a = a, .job = id};
+        snprintf(t->machine, sizeof t->machine, "%s", machine);
+        rc = tgt_test_start(a->exports, machine, point, dir, api__test_started, t, err, sizeof err);
+        if (rc) {
+            tm_free(t);
+            api_jobs_end(a->jobs, id, NULL, NULL, rc == -EBUSY ? "conflict" : "bad-request", err);
+            tm_http_reply_error(req, rc == -EBUSY ? 409 : 400, rc == -EBUSY ? "conflict" : "bad-request", "%s", err);
+            return;
+        }
+    }
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/jobs/%" PRIu64, id);
+    tm_http_add_header(req, "Location", loc);
+    tm_http_reply_json(req, 201, json_pack("{s:o}", "job", api_jobs_get(a->jobs, id)));
 }
 
 void api_v1_jobs_post(tm_http_req_t *req, void *ctx)
@@ -38,9 +130,15 @@ void api_v1_jobs_post(tm_http_req_t *req, void *ctx)
     const char *action = api__str(req, body, "action");
     if (!action)
         return;
+    if (strcmp(action, "test-failover") == 0 || strcmp(action, "test-cleanup") == 0) {
+        api__test_job(a, req, body, action);
+        return;
+    }
     if (strcmp(action, "materialize") != 0) {
         tm_http_reply_error(req, 400, "bad-request",
-                            "action '%s' is not one this appliance runs; it runs: materialize", action);
+                            "action '%s' is not one this appliance runs; it runs: materialize, test-failover, "
+                            "test-cleanup",
+                            action);
         return;
     }
     const char *machine = api__str(req, body, "machine");

@@ -493,8 +493,8 @@ static int cli__serve_loop(cli_serve_t *s)
     tgt_exports_address(s->nbd, addr, sizeof addr);
     printf("tidemark: nbd on %s (exports MACHINE/DISK@SELECTOR)\n", addr);
 
-    rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->cfg->data_dir, TM_VERSION, s->cfg->api,
-                       addr, err, sizeof err);
+    rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->nbd, s->cfg->data_dir, TM_VERSION,
+                       s->cfg->api, addr, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "tidemark: api: %s\n", err);
         s->reported = true;

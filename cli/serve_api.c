@@ -66,8 +66,9 @@ int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errle
     return 0;
 }
 
-int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, const char *data_dir,
-                  const char *version, const char *addr, const char *nbd_addr, char *err, size_t errlen)
+int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports,
+                  const char *data_dir, const char *version, const char *addr, const char *nbd_addr, char *err,
+                  size_t errlen)
 {
     snprintf(a->nbd, sizeof a->nbd, "%s", nbd_addr ? nbd_addr : "");
     int rc = cli_appliance_id(data_dir, a->appliance, err, errlen);
@@ -82,7 +83,8 @@ int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_
         return rc;
     }
     a->v1 = (api_v1_t){.loop = loop, .jnl = jnl, .pts = pts, .ingest = ig, .jobs = a->jobs,
-                       .data_dir = data_dir, .version = version, .nbd = a->nbd[0] ? a->nbd : NULL};
+                       .data_dir = data_dir, .version = version, .nbd = a->nbd[0] ? a->nbd : NULL,
+                       .exports = exports};
     tm_http_route_t routes[API_V1_NROUTES];
     size_t n = api_v1_routes(&a->v1, routes);
     tm_http_config_t hc = {.appliance = a->appliance, .token = a->token, .routes = routes, .nroutes = n};

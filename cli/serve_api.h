@@ -32,8 +32,9 @@ typedef struct cli_api {
 int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errlen);
 
 /* Start serving the API on addr. 0, or nonzero with err saying why. */
-int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, const char *data_dir,
-                  const char *version, const char *addr, const char *nbd_addr, char *err, size_t errlen);
+int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports,
+                  const char *data_dir, const char *version, const char *addr, const char *nbd_addr, char *err,
+                  size_t errlen);
 
 /* The address listened on. */
 void cli_api_address(const cli_api_t *a, char *buf, size_t len);

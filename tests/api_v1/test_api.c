@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,69 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
         cr_assert(memcmp(exported, model, DISK_SIZE) == 0, "the exported disk differs from what the agent wrote");
         free(exported);
     }
+
+    /* test failover: a writable web1/disk0@test over the point, through a job */
+    req(&r, "POST", "/v1/jobs", g_token, "application/json",
+        "{\"action\":\"test-failover\",\"machine\":\"web1\",\"point\":\"latest-processed\"}");
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    snprintf(path, sizeof path, "/v1/jobs/%s", json_string_value(json_object_get(json_object_get(r.json, "job"), "id")));
+    resp_free(&r);
+    json_t *tj = NULL;
+    state = "running";
+    for (int i = 0; i < 600 && strcmp(state, "running") == 0; i++) {
+        json_decref(tj);
+        tj = get_ok(path);
+        state = json_string_value(json_object_get(json_object_get(tj, "job"), "state"));
+        if (strcmp(state, "running") == 0)
+            usleep(20 * 1000);
+    }
+    cr_assert_str_eq(state, "succeeded", "%s", json_dumps(tj, 0));
+    json_t *tex = json_array_get(json_object_get(json_object_get(tj, "job"), "exports"), 0);
+    const char *turi = json_string_value(json_object_get(tex, "uri"));
+    cr_assert(turi && strstr(turi, "/web1/disk0@test"), "%s", json_dumps(tj, 0));
+    char test_uri[256];
+    snprintf(test_uri, sizeof test_uri, "%s", turi);
+    json_decref(tj);
+    expect("POST", "/v1/jobs", g_token, "application/json",
+           "{\"action\":\"test-failover\",\"machine\":\"web1\",\"point\":\"latest\"}", 409, "conflict");
+    {
+        /* write through it, read it back; the point itself does not change */
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            int nul = open("/dev/null", O_WRONLY);
+            if (nul >= 0)
+                dup2(nul, 1);
+            execlp("qemu-io", "qemu-io", "-f", "raw", test_uri, "-c", "write -P 0x5a 0 64k", "-c", "flush", "-c",
+                   "read -P 0x5a 0 64k", (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "qemu-io on %s failed", test_uri);
+        pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            execlp("qemu-img", "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw, (char *)NULL);
+            _exit(127);
+        }
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        FILE *rf = fopen(raw, "rb");
+        cr_assert_not_null(rf);
+        uint8_t *again = malloc(DISK_SIZE);
+        cr_assert_eq(fread(again, 1, DISK_SIZE, rf), DISK_SIZE);
+        fclose(rf);
+        cr_assert(memcmp(again, model, DISK_SIZE) == 0, "a test failover's write changed the point");
+        free(again);
+    }
+    req(&r, "POST", "/v1/jobs", g_token, "application/json", "{\"action\":\"test-cleanup\",\"machine\":\"web1\"}");
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "job"), "state")), "succeeded", "%s",
+                     r.body);
+    resp_free(&r);
+    expect("POST", "/v1/jobs", g_token, "application/json", "{\"action\":\"test-cleanup\",\"machine\":\"web1\"}",
+           409, "conflict");
 
     /* after all of it, the server still answers, and a tag for a machine
      * whose agent left is a conflict */
