@@ -22,6 +22,7 @@ int cli_cmd_agent(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_points(int argc, char **argv);
 int cli_cmd_export(int argc, char **argv);
+int cli_cmd_jobs(int argc, char **argv);
 int cli_cmd_materialize(int argc, char **argv);
 
 /* The top-level usage text (main.c). */

@@ -41,9 +41,10 @@ void cli_usage(FILE *out)
           "                          list a machine's recovery points, newest first\n"
           "  export MACHINE --point SELECTOR [--json]\n"
           "                          the NBD exports of the machine's disks at a point\n"
+          "  jobs [ID] [--json]      the appliance's jobs (materialize, test failover)\n"
           "  materialize MACHINE --point SELECTOR --out DIR [--json]\n"
           "                          write each disk's raw image at a point, with progress\n"
-          "  (status, points, export and materialize ask a running `tidemark serve` at --api ADDR,\n"
+          "  (status, points, export, jobs and materialize ask a running `tidemark serve` at --api ADDR,\n"
           "  default " CLI_DEFAULT_API ", with the token in DATA/api.token: see\n"
           "  tidemark COMMAND --help)\n"
           "  version                 print the version\n"
@@ -94,6 +95,8 @@ int main(int argc, char **argv)
         return cli_cmd_points(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0)
         return cli_cmd_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "jobs") == 0)
+        return cli_cmd_jobs(argc - 1, argv + 1);
     if (strcmp(cmd, "materialize") == 0)
         return cli_cmd_materialize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

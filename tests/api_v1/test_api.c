@@ -277,6 +277,8 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     cr_assert_eq(r.status, 201, "%s", r.body);
     const char *jid = json_string_value(json_object_get(json_object_get(r.json, "job"), "id"));
     cr_assert_not_null(jid);
+    char jid_s[24];
+    snprintf(jid_s, sizeof jid_s, "%s", jid);
     snprintf(path, sizeof path, "/v1/jobs/%s", jid);
     resp_free(&r);
     const char *state = "running";
@@ -429,6 +431,22 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     resp_free(&r);
     expect("POST", "/v1/jobs", g_token, "application/json", "{\"action\":\"test-cleanup\",\"machine\":\"web1\"}",
            409, "conflict");
+    /* `tidemark jobs`: the table, and one job in full */
+    tc_child_t jc;
+    code = tc_run(&jc, (const char *[]){"jobs", "--api", api_addr, "--data", data, NULL});
+    cr_assert_eq(code, 0, "jobs: %s", jc.err);
+    cr_assert(strstr(jc.out, "test-failover") && strstr(jc.out, "test-cleanup") && strstr(jc.out, "materialize") &&
+                  strstr(jc.out, "succeeded"),
+              "%s", jc.out);
+    tc_child_free(&jc);
+    code = tc_run(&jc, (const char *[]){"jobs", jid_s, "--api", api_addr, "--data", data, NULL});
+    cr_assert_eq(code, 0, "jobs %s: %s", jid_s, jc.err);
+    cr_assert(strstr(jc.out, "materialize of web1, succeeded") && strstr(jc.out, "  file      "), "%s", jc.out);
+    tc_child_free(&jc);
+    code = tc_run(&jc, (const char *[]){"jobs", "999", "--api", api_addr, "--data", data, NULL});
+    cr_assert_eq(code, 1, "%s", jc.err);
+    cr_assert(strstr(jc.err, "(unknown-job)"), "%s", jc.err);
+    tc_child_free(&jc);
 
     /* after all of it, the server still answers, and a tag for a machine
      * whose agent left is a conflict */
