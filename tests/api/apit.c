@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,37 +17,6 @@
 
 #include "base/clock.h"
 #include "base/mem.h"
-
-/* ---- allocation count ------------------------------------------------------------- */
-
-/* Every allocation of the server goes through tm_malloc; counting them
- * proves that closing frees everything, orphaned requests included. */
-static atomic_long apit__live;
-
-static void *apit__malloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&apit__live, 1);
-    return p;
-}
-
-static void *apit__realloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q && !p)
-        atomic_fetch_add(&apit__live, 1);
-    return q;
-}
-
-static void apit__free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&apit__live, 1);
-    free(p);
-}
-
-static const tm_allocator_t apit__counting = {apit__malloc, apit__realloc, apit__free};
 
 /* ---- the toy routes (server thread) --------------------------------------------------- */
 
@@ -166,8 +134,8 @@ void apit_init(apit_server_t *t)
 {
     memset(t, 0, sizeof *t);
     signal(SIGPIPE, SIG_IGN);
-    atomic_store(&apit__live, 0);
-    tm_set_allocator(&apit__counting);
+    /* the server's allocations, orphaned requests included, checked at the end */
+    tmt_alloc_count();
     cr_assert_eq(uv_loop_init(&t->loop), 0);
     for (size_t i = 0; i < sizeof apit__routes / sizeof apit__routes[0]; i++)
         if (apit__routes[i].handler == h_slow || apit__routes[i].handler == h_pending)
@@ -226,7 +194,7 @@ void apit_stop(apit_server_t *t)
     }
     int rc = uv_loop_close(&t->loop);
     cr_assert_eq(rc, 0, "uv_loop_close: %s (a handle or request was left open)", uv_strerror(rc));
-    long live = atomic_load(&apit__live);
+    long live = tmt_alloc_live();
     cr_assert_eq(live, 0, "%ld allocations of the server were not freed", live);
     cr_assert_eq(t->slow_pending, 0);
     curl_global_cleanup();

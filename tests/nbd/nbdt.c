@@ -8,7 +8,6 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -21,47 +20,14 @@
 
 extern char **environ;
 
-/* ---- allocation count --------------------------------------------------------- */
-
-/* Every allocation of the server and the file backend goes through tm_malloc;
- * counting them proves that closing frees everything (LeakSanitizer cannot:
- * the suite suppresses leaks under libcriterion, which every test's stack
- * passes through). */
-static atomic_long nbdt__live;
-
-static void *nbdt__malloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&nbdt__live, 1);
-    return p;
-}
-
-static void *nbdt__realloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q && !p)
-        atomic_fetch_add(&nbdt__live, 1);
-    return q;
-}
-
-static void nbdt__free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&nbdt__live, 1);
-    free(p);
-}
-
-static const tm_allocator_t nbdt__counting = {nbdt__malloc, nbdt__realloc, nbdt__free};
-
 /* ---- the server thread ---------------------------------------------------- */
 
 void nbdt_init(nbdt_server_t *t, const char *tag)
 {
     memset(t, 0, sizeof *t);
     signal(SIGPIPE, SIG_IGN);
-    atomic_store(&nbdt__live, 0);
-    tm_set_allocator(&nbdt__counting);
+    /* the server's and the file backend's allocations, checked at the end */
+    tmt_alloc_count();
     tmt_mkdtemp(t->dir, tag);
     cr_assert_eq(uv_loop_init(&t->loop), 0);
     cr_assert_eq(nbd_file_backend_new(&t->loop, &t->fb), 0);
@@ -171,7 +137,7 @@ void nbdt_stop(nbdt_server_t *t)
     rc = nbd_file_backend_free(t->fb);
     cr_assert_eq(rc, 0, "nbd_file_backend_free: %s (an export was not released)", tmt_errname(rc));
     t->fb = NULL;
-    long live = atomic_load(&nbdt__live);
+    long live = tmt_alloc_live();
     cr_assert_eq(live, 0, "%ld allocations of the server or backend were not freed", live);
     tmt_rmtree(t->dir);
 }

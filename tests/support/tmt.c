@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/err.h"
+#include "base/mem.h"
 #include "journal/format.h"
 
 /* ---- temporary folders ------------------------------------------------- */
@@ -290,4 +292,43 @@ unsigned tmt_count_files(const char *dir, const char *prefix)
         n += strncmp(e->d_name, prefix, pl) == 0;
     closedir(d);
     return n;
+}
+
+/* ---- allocation count ---------------------------------------------------- */
+
+static atomic_long tmt__live;
+
+static void *tmt__malloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&tmt__live, 1);
+    return p;
+}
+
+static void *tmt__realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (q && !p)
+        atomic_fetch_add(&tmt__live, 1);
+    return q;
+}
+
+static void tmt__free(void *p)
+{
+    if (p)
+        atomic_fetch_sub(&tmt__live, 1);
+    free(p);
+}
+
+void tmt_alloc_count(void)
+{
+    static const tm_allocator_t counting = {tmt__malloc, tmt__realloc, tmt__free};
+    atomic_store(&tmt__live, 0);
+    tm_set_allocator(&counting);
+}
+
+long tmt_alloc_live(void)
+{
+    return atomic_load(&tmt__live);
 }

@@ -55,6 +55,16 @@ uint64_t tmt_env_u64(const char *name, uint64_t def);
 /* tm_errname, with 0 named "success" rather than "EUNKNOWN". */
 const char *tmt_errname(int code);
 
+/* ---- allocation count ---------------------------------------------------- */
+
+/* Route every tm_malloc/tm_realloc/tm_free through a counter from now on
+ * (and zero it). A harness that closes what it started checks
+ * tmt_alloc_live() == 0: that proves closing frees everything, which
+ * LeakSanitizer cannot (the suite suppresses leaks under libcriterion,
+ * which every test's stack passes through). */
+void tmt_alloc_count(void);
+long tmt_alloc_live(void);
+
 /* ---- log capture ------------------------------------------------------- */
 
 /* Install a sink that keeps every line (and drop what was kept before). */
