@@ -150,6 +150,7 @@ int pts_open(const char *index_dir, jnl_t *jnl, const pts_options_t *opts, pts_t
     }
     p->stats.next_lsn = p->next_lsn;
     p->pub_pos = p->next_pos;
+    p->pub_last_ns = p->last_ns;
     rc = pthread_create(&p->thread, NULL, pts__run, p);
     if (rc) {
         snprintf(err, errlen, "cannot start the processor thread: %s", strerror(rc));
@@ -208,13 +209,13 @@ void pts_get_stats(pts_t *p, pts_stats_t *st)
     pthread_mutex_lock(&p->mu);
     *st = p->stats;
     jnl_pos_t pos = p->pub_pos;
+    uint64_t last = p->pub_last_ns;
     pthread_mutex_unlock(&p->mu);
     st->durable_lsn = js.durable_lsn;
     st->lag_records = js.durable_lsn >= st->next_lsn ? js.durable_lsn - st->next_lsn + 1 : 0;
+    /* (never wmu here: a cycle holds it for up to a second, and the API
+     * asks from its event loop) */
     uint64_t now = tm_now_ns();
-    pthread_mutex_lock(&p->wmu);
-    uint64_t last = p->last_ns;
-    pthread_mutex_unlock(&p->wmu);
     st->lag_ns = st->lag_records && now > last ? now - last : 0;
     st->lag_bytes = st->lag_records ? jnl_bytes_after(p->jnl, pos) : 0;
 }

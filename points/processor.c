@@ -49,15 +49,6 @@ static int pts__grow(pts_t *p)
     return 0;
 }
 
-static void pts__put_machine(pts_t *p, pts_mrec_t *r)
-{
-    uint8_t k[PTS_MACHINE_KEY_LEN], v[PTS_MACHINE_VAL_MAX];
-    pts_key_machine(k, r->m.id);
-    size_t n = pts_val_machine(v, r);
-    pts_wb_put(p->wb, k, sizeof k, v, n);
-    p->dirty[r->m.id - 1] = true;
-}
-
 /* The machine named `name`, created (with a new id) if the index has none. */
 static int pts__machine(pts_t *p, const char *name, pts_mrec_t **out)
 {
@@ -149,7 +140,7 @@ bool pts__cut(pts_t *p, pts_mrec_t *r, pts_kind_t kind, const char *tag, uint64_
     r->latest_seq = seq;
     r->m.latest = pt;
     r->m.has_point = true;
-    pts__put_machine(p, r);
+    pts__touch(p, r);
     p->c_points++;
     return true;
 }
@@ -181,7 +172,7 @@ static int pts__disks(pts_t *p, const jnl_record_t *rec)
         r->m.disks[i].size = disks[i].size;
         r->m.disks[i].synced = (r->synced_mask >> i) & 1u;
     }
-    pts__put_machine(p, r);
+    pts__touch(p, r);
     return 0;
 }
 
@@ -316,7 +307,7 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
     pts_wb_put(p->wb, tk, sizeof tk, tv, sizeof tv);
     if (!r->m.has_point || b.recv_ns >= r->m.latest.time_ns + p->cadence_ns)
         pts__cut(p, r, PTS_KIND_CRASH, NULL, 0, last, b.recv_ns);
-    pts__put_machine(p, r);
+    pts__touch(p, r);
     return 0;
 }
 
@@ -356,6 +347,14 @@ static void pts__flush_pending(pts_t *p)
 int pts__commit(pts_t *p)
 {
     pts__flush_pending(p);
+    /* each machine changed in the cycle: its record once */
+    for (size_t i = 0; i < p->nmach; i++) {
+        if (!p->dirty[i])
+            continue;
+        uint8_t k[PTS_MACHINE_KEY_LEN], v[PTS_MACHINE_VAL_MAX];
+        pts_key_machine(k, p->priv[i].m.id);
+        pts_wb_put(p->wb, k, sizeof k, v, pts_val_machine(v, &p->priv[i]));
+    }
     uint8_t pk[1] = {PTS_K_POS}, pv[32];
     tm_put64(pv, p->next_lsn);
     tm_put64(pv + 8, p->last_ns);
@@ -397,6 +396,7 @@ int pts__commit(pts_t *p)
     p->npub = p->nmach;
     p->stats.next_lsn = p->next_lsn;
     p->pub_pos = p->next_pos;
+    p->pub_last_ns = p->last_ns;
     p->stats.records += p->c_records;
     p->stats.extents += p->c_extents;
     p->stats.bytes += p->c_bytes;

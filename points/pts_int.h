@@ -74,6 +74,7 @@ struct pts {
     size_t names_cap;
     pts_stats_t stats;
     jnl_pos_t pub_pos;   /* next_pos as of the last commit */
+    uint64_t pub_last_ns; /* last_ns as of the last commit */
     pts_pin_t *pins;     /* readers' sequences the horizon must not pass */
     size_t npins, pins_cap;
     bool stop;
@@ -90,6 +91,13 @@ bool pts__low_space(pts_t *p);
 
 /* The processor thread's body (processor.c). */
 void *pts__run(void *arg);
+
+/* The machine changed: its record goes into the next commit's batch (once,
+ * however often it changed) and readers see it after that commit. */
+static inline void pts__touch(pts_t *p, pts_mrec_t *r)
+{
+    p->dirty[r->m.id - 1] = true;
+}
 
 /* Every disk copied and none resyncing. */
 bool pts__consistent(const pts_mrec_t *r);

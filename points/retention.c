@@ -378,10 +378,7 @@ static int pts__fold(pts_t *p, pts_mrec_t *r, uint64_t to)
     if (done > r->m.base_seq) {
         pts__drop_windows(p, r->m.id, done);
         r->m.base_seq = done;
-        uint8_t mk[PTS_MACHINE_KEY_LEN], mv[PTS_MACHINE_VAL_MAX];
-        pts_key_machine(mk, r->m.id);
-        pts_wb_put(p->wb, mk, sizeof mk, mv, pts_val_machine(mv, r));
-        p->dirty[r->m.id - 1] = true;
+        pts__touch(p, r);
     }
     return pts__commit(p);
 }
@@ -463,10 +460,7 @@ static int pts__retain_one(pts_t *p, pts_mrec_t *r, uint64_t now)
     }
     pthread_mutex_unlock(&p->mu);
     if (changed) {
-        uint8_t mk[PTS_MACHINE_KEY_LEN], mv[PTS_MACHINE_VAL_MAX];
-        pts_key_machine(mk, r->m.id);
-        pts_wb_put(p->wb, mk, sizeof mk, mv, pts_val_machine(mv, r));
-        p->dirty[r->m.id - 1] = true;
+        pts__touch(p, r);
         rc = pts__commit(p);
         if (rc)
             return rc;
