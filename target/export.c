@@ -249,9 +249,11 @@ static void tgt__open(void *backend, nbd_open_t *op)
     j->x = x;
     j->op = op;
     int rc = x->stopping ? -ESHUTDOWN : tgt__parse_name(op->name, j);
-    if (rc == 0 && strcmp(j->selector, "test") == 0) {
-        /* a test failover's export: known on the loop, nothing to wait for */
-        rc = tgt__test_open(x, j->machine, j->disk, op, j->msg, sizeof j->msg);
+    bool test = rc == 0 && strcmp(j->selector, tgt__session_suffix(TGT_SESSION_TEST)) == 0;
+    if (test || (rc == 0 && strcmp(j->selector, tgt__session_suffix(TGT_SESSION_FAILOVER)) == 0)) {
+        /* a session's export: known on the loop, nothing to wait for */
+        rc = tgt__session_open(x, test ? TGT_SESSION_TEST : TGT_SESSION_FAILOVER, j->machine, j->disk, op, j->msg,
+                               sizeof j->msg);
         if (rc == 0) {
             tm_free(j);
             nbd_open_done(op, 0);
@@ -276,9 +278,9 @@ static void tgt__release(void *export)
 {
     tgt_export_t *ex = export;
     tgt_exports_t *x = ex->x;
-    if (ex->test) {
+    if (ex->session) {
         if (--ex->refs == 0)
-            tgt__test_export_released(ex);
+            tgt__session_export_released(ex);
         return;
     }
     pts_unpin(x->pts, ex->mid, ex->seq);
@@ -343,6 +345,8 @@ static void tgt__list_done(tgt_job_t *job)
     int rc = job->cancelled ? -ESHUTDOWN : l->rc;
     for (size_t i = 0; i < l->n && rc == 0; i++)
         rc = nbd_list_add(l->op, l->e[i].name, l->e[i].desc);
+    if (rc == 0)
+        rc = tgt__sessions_list(l->x, l->op);
     if (rc)
         tm_warn("target: listing the exports failed: %s", tm_strerror(rc));
     nbd_list_done(l->op, rc);
@@ -366,8 +370,8 @@ static void tgt__list(void *backend, nbd_list_t *op)
 }
 
 /* Exports at points are opened read-only, so nbd refuses writes, trims
- * and zeroes to them (EPERM) and advertises no flush; only test exports
- * (export_test.c) are opened writable. */
+ * and zeroes to them (EPERM) and advertises no flush; only sessions'
+ * exports (@test, @failover: export_session.c) are opened writable. */
 static const nbd_backend_ops_t tgt__ops = {
     .open = tgt__open,
     .list = tgt__list,
@@ -421,6 +425,11 @@ int tgt_exports_start(uv_loop_t *loop, pts_t *pts, jnl_t *jnl, const char *liste
         snprintf(err, errlen, "cannot start the NBD read threads: %s", tm_strerror(rc));
         goto out_openers;
     }
+    rc = tgt_workers_start(loop, TGT_FILL_THREADS, "tm-nbd-fill", &x->fillers);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the failover commit threads: %s", tm_strerror(rc));
+        goto out_readers;
+    }
     int port = nbd_server_port(x->srv);
     if (x->addr.ss_family == AF_INET)
         ((struct sockaddr_in *)&x->addr)->sin_port = htons((uint16_t)port);
@@ -429,6 +438,8 @@ int tgt_exports_start(uv_loop_t *loop, pts_t *pts, jnl_t *jnl, const char *liste
     *out = x;
     return 0;
 
+out_readers:
+    tgt_workers_stop(x->readers, NULL, NULL);
 out_openers:
     tgt_workers_stop(x->openers, NULL, NULL);
 out_server:
@@ -454,7 +465,7 @@ static void tgt__pool_closed(void *arg)
     tgt_exports_t *x = arg;
     if (--x->closing > 0)
         return;
-    tgt__tests_drop_all(x);
+    tgt__sessions_drop_all(x);
     /* nbd released every open before its close callback */
     if (x->exports)
         tm_error("target: an NBD export was not released at stop (a bug): %s/%s", x->exports->machine,
@@ -471,14 +482,17 @@ static void tgt__pool_closed(void *arg)
 static void tgt__server_closed(void *arg)
 {
     tgt_exports_t *x = arg;
-    x->closing = 2;
+    x->closing = 3;
     tgt_workers_stop(x->openers, tgt__pool_closed, x);
     tgt_workers_stop(x->readers, tgt__pool_closed, x);
+    tgt_workers_stop(x->fillers, tgt__pool_closed, x);
 }
 
 void tgt_exports_stop(tgt_exports_t *x, void (*cb)(void *arg), void *arg)
 {
     x->stopping = true;
+    /* commits stop at their next step rather than hold the stop up */
+    tgt__sessions_stopping(x);
     x->stop_cb = cb;
     x->stop_arg = arg;
     nbd_server_t *srv = x->srv;

@@ -37,7 +37,9 @@
  * open at once are listed.
  *
  * Reads: READ only; writes, trims and zeroes get EPERM (the exports are
- * read-only; only a test failover's MACHINE/DISK@test is writable, below). A read that fails verification (a damaged journal record)
+ * read-only; only a test failover's MACHINE/DISK@test and a failover's
+ * MACHINE/DISK@failover are writable, below). A read that fails
+ * verification (a damaged journal record)
  * gets EIO, never wrong bytes, and is logged with the reader's message
  * naming the machine, disk, point and write.
  *
@@ -54,6 +56,7 @@
 #ifndef TM_TARGET_EXPORT_H
 #define TM_TARGET_EXPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +71,8 @@
 /* Threads that rebuild reads: each holds one reader (about 2 MiB of
  * buffers) per export it reads. */
 #define TGT_READ_THREADS 4u
+/* Threads that commit failovers (each fills one machine's overlays). */
+#define TGT_FILL_THREADS 2u
 
 typedef struct tgt_exports tgt_exports_t;
 
@@ -90,9 +95,11 @@ int tgt_exports_port(const tgt_exports_t *x);
 /*
  * Stop: stop listening, close every connection, wait for the opens and
  * reads in flight (queued reads are dropped; an open waiting for
- * `latest` is waited for), release every export and its pin, join the
- * threads, then call cb(arg) on the loop (cb may be NULL). x is invalid
- * from this call on.
+ * `latest` is waited for), stop commits at their next step, release every
+ * export and its pin, end every session (test overlays removed, failover
+ * overlays kept and flushed, on the loop: an fdatasync of each overlay's
+ * data file and map), join the threads, then call cb(arg) on the loop (cb
+ * may be NULL). x is invalid from this call on.
  */
 void tgt_exports_stop(tgt_exports_t *x, void (*cb)(void *arg), void *arg);
 
@@ -151,5 +158,83 @@ int tgt_test_cleanup(tgt_exports_t *x, const char *machine, char *err, size_t er
 /* The machine's test failover: 0 with the point when one runs, -EBUSY
  * while one starts, TM_ENOTFOUND when none. */
 int tgt_test_point(const tgt_exports_t *x, const char *machine, uint64_t *seq);
+
+/*
+ * Failover (architecture.md, "Failover flows"): a machine's disks served
+ * writable as MACHINE/DISK@failover over one overlay per disk,
+ * DIR/MACHINE/DISK.overlay, on top of one point (the appliance passes
+ * DATA/failover). The failed-over machine runs from these disks, so what
+ * it writes is production data: each overlay's bitmap is stored beside it
+ * (DISK.overlay.map, docs/failover-overlay.md), and every write completed
+ * before a FLUSH, or a write with FUA, survives a crash or a restart of the
+ * appliance. Nothing reaches the journal or the index.
+ *
+ * A failover runs beside a test failover of the same machine (separate
+ * sessions and folders). The @failover exports are writable with FLUSH
+ * and FUA, and advertise multi-conn (every connection to a disk writes its
+ * one overlay, and a flush covers all of it); they are listed by
+ * NBD_OPT_LIST while the failover runs. Opening MACHINE/DISK@failover
+ * while none runs gets NBD_REP_ERR_UNKNOWN and a sentence saying so.
+ *
+ * Called on the loop's thread; the callbacks come on it too.
+ */
+
+/*
+ * Serve the machine's disks (their names and sizes from pts_machine) at
+ * point seq (resolved by the caller), pinned (pts_pin) for as long as the
+ * failover runs or until it is committed. keep false: new, empty overlays
+ * (stale files truncated). keep true: the overlays of an earlier run
+ * reopened (after a restart), each checked (its map's magic, version,
+ * checksums, disk, size and point: a bad or torn map is an error naming
+ * the file, never served as data), and any missing made new. seq 0 (keep
+ * true only): a committed machine: the standalone overlays found in
+ * DIR/MACHINE/, with no point and nothing asked of the index (its records
+ * may be gone). The work runs on an open thread; cb(arg, status, seq, msg)
+ * follows on the loop, always, when this returns 0 (status: 0, or
+ * TM_ENOTFOUND, TM_ENOPOINT, TM_ECORRUPT, TM_EVERSION, TM_EINVAL, -errno,
+ * -ESHUTDOWN, with msg saying why; a failed start closes what it opened
+ * and removes nothing). Errors returned at once (cb is not called), with
+ * err: TM_EINVAL (not a machine name, an empty dir, seq 0 without keep),
+ * -EBUSY (a failover of the machine is starting, running, or still closing
+ * after a stop that kept its files), -ESHUTDOWN, -ENOMEM.
+ */
+int tgt_failover_start(tgt_exports_t *x, const char *machine, uint64_t seq, const char *dir, bool keep,
+                       tgt_test_cb cb, void *arg, char *err, size_t errlen);
+
+/*
+ * End the machine's failover: its connections are closed (a request in
+ * flight gets ESHUTDOWN), new opens are refused, a commit in progress is
+ * stopped (its callback gets -ECANCELED). remove: the overlays and their
+ * maps are removed and their space freed at once (a change of recovery
+ * point, a cancel), and a new failover may start at once. Otherwise they
+ * are kept, flushed when the last connection has gone; a new start waits
+ * for that (-EBUSY until then). The pin goes with the last connection.
+ * 0, TM_ENOTFOUND (none runs), -EBUSY (still starting), with err.
+ */
+int tgt_failover_stop(tgt_exports_t *x, const char *machine, bool remove, char *err, size_t errlen);
+
+/* The machine's failover: 0 with the point when one runs (0 for a
+ * committed one), -EBUSY while one starts, TM_ENOTFOUND when none. */
+int tgt_failover_point(const tgt_exports_t *x, const char *machine, uint64_t *seq);
+
+/*
+ * Commit the machine's failover: on a fill thread (never the loop), every
+ * overlay is filled with the blocks still read from the point while
+ * clients go on reading and writing (overlay.h, tgt_ov_fill), marked
+ * standalone, durably; then, on the loop, the pin is released and
+ * cb(arg, status, 0, msg) follows: 0 (the point's data is no longer
+ * needed: the caller may delete it), -ECANCELED (the failover was
+ * stopped), -ESHUTDOWN (the exports are stopping), or the error of a read
+ * of the point or of an overlay, with msg. What was filled stays; a commit
+ * may be asked again. Errors returned at once (cb not called), with err:
+ * TM_ENOTFOUND, -EBUSY (still starting, or a commit already runs),
+ * -ESHUTDOWN. A committed failover commits again at once.
+ */
+int tgt_failover_commit(tgt_exports_t *x, const char *machine, tgt_test_cb cb, void *arg, char *err, size_t errlen);
+
+/* A commit's progress: bytes of the machine's disks gone over so far and
+ * their total (equal once committed; done 0 before a commit). 0,
+ * TM_ENOTFOUND, -EBUSY (still starting). */
+int tgt_failover_progress(const tgt_exports_t *x, const char *machine, uint64_t *done, uint64_t *total);
 
 #endif

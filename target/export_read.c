@@ -2,8 +2,8 @@
  * I/O of the NBD exports (export.h): each READ goes to a read thread,
  * which rebuilds the range straight into the request's buffer with a reader
  * of the export's (reused; a new one only when every kept one is busy), and
- * the reply follows on the loop. A test export's requests (writes, flushes,
- * trims and zeroes too) go the same way, through its overlay.
+ * the reply follows on the loop. A session's export's requests (writes,
+ * flushes, trims and zeroes too) go the same way, through its overlay.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -120,7 +120,7 @@ int tgt__rebuild(tgt_export_t *ex, uint64_t off, uint8_t *buf, size_t len, char 
     }
 }
 
-/* A test export's request, through its overlay. */
+/* A session's export's request, through its overlay. */
 static int tgt__overlay_io(tgt_export_t *ex, nbd_io_t *io, char *err, size_t errlen)
 {
     bool fua = io->flags & NBD_IO_FUA;
@@ -187,7 +187,8 @@ static void tgt__read_done(tgt_job_t *job)
     if (rc && !job->cancelled)
         tm_error("target: %s of %" PRIu32 " bytes at %" PRIu64 " of %s/%s%s at point %" PRIu64
                  " failed (the client gets %s): %s",
-                 tgt__kind_name(io->kind), io->length, io->offset, ex->machine, ex->disk_name, ex->ov ? "@test" : "",
+                 tgt__kind_name(io->kind), io->length, io->offset, ex->machine, ex->disk_name,
+                 ex->session ? (ex->session->kind == TGT_SESSION_TEST ? "@test" : "@failover") : "",
                  ex->seq, tm_errname(tgt__nbd_status(rc)), rj->err);
     io->data = NULL;
     tm_free(rj);
@@ -197,8 +198,8 @@ static void tgt__read_done(tgt_job_t *job)
 void tgt__export_io(nbd_io_t *io)
 {
     tgt_export_t *ex = io->export;
-    /* A cleaned-up test: its overlay is gone. Exports at points are opened
-     * read-only, so nbd never hands them anything but READ. */
+    /* An ended session: its overlay is gone or closing. Exports at points
+     * are opened read-only, so nbd never hands them anything but READ. */
     if (ex->dead || (io->kind != NBD_IO_READ && !ex->ov)) {
         nbd_io_done(io, ex->dead ? -ESHUTDOWN : -EPERM);
         return;

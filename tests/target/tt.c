@@ -133,6 +133,136 @@ int tt_test_cleanup(tt_t *t, const char *machine, char *msg, size_t len)
     return t->call_rc;
 }
 
+static void tt__do_failover_start(tt_t *t)
+{
+    int rc = tgt_failover_start(t->x, t->call_machine, t->call_in, tt_path(t, "failover"), t->call_flag,
+                                tt__test_started, t, t->call_msg, sizeof t->call_msg);
+    if (rc) {
+        t->call_rc = rc;
+        uv_sem_post(&t->call_done);
+    }
+}
+
+static void tt__do_failover_stop(tt_t *t)
+{
+    t->call_rc = tgt_failover_stop(t->x, t->call_machine, t->call_flag, t->call_msg, sizeof t->call_msg);
+    uv_sem_post(&t->call_done);
+}
+
+static void tt__do_failover_point(tt_t *t)
+{
+    t->call_rc = tgt_failover_point(t->x, t->call_machine, &t->call_seq);
+    uv_sem_post(&t->call_done);
+}
+
+static void tt__do_failover_progress(tt_t *t)
+{
+    t->call_rc = tgt_failover_progress(t->x, t->call_machine, &t->call_seq, &t->call_seq2);
+    uv_sem_post(&t->call_done);
+}
+
+static void tt__committed(void *arg, int status, uint64_t seq, const char *msg)
+{
+    tt_t *t = arg;
+    (void)seq; /* always 0 */
+    t->commit_rc = status;
+    snprintf(t->commit_msg, sizeof t->commit_msg, "%s", msg);
+    uv_sem_post(&t->commit_done);
+}
+
+static void tt__do_failover_commit(tt_t *t)
+{
+    t->call_rc = tgt_failover_commit(t->x, t->call_machine, tt__committed, t, t->call_msg, sizeof t->call_msg);
+    if (t->call_rc == 0 && t->call_flag) {
+        char msg[256];
+        t->call_seq = (uint64_t)(int64_t)tgt_failover_stop(t->x, t->call_machine, true, msg, sizeof msg);
+    }
+    uv_sem_post(&t->call_done);
+}
+
+int tt_failover_start(tt_t *t, const char *machine, uint64_t seq, bool keep, char *msg, size_t len)
+{
+    t->call_machine = machine;
+    t->call_in = seq;
+    t->call_flag = keep;
+    tt__call(t, tt__do_failover_start);
+    if (len)
+        snprintf(msg, len, "%s", t->call_msg);
+    if (t->call_rc == 0)
+        cr_assert_eq(t->call_seq, seq, "the failover started at %llu, not %llu", (unsigned long long)t->call_seq,
+                     (unsigned long long)seq);
+    return t->call_rc;
+}
+
+int tt_failover_stop(tt_t *t, const char *machine, bool remove, char *msg, size_t len)
+{
+    t->call_machine = machine;
+    t->call_flag = remove;
+    tt__call(t, tt__do_failover_stop);
+    if (len)
+        snprintf(msg, len, "%s", t->call_msg);
+    return t->call_rc;
+}
+
+int tt_failover_point(tt_t *t, const char *machine, uint64_t *seq)
+{
+    t->call_machine = machine;
+    tt__call(t, tt__do_failover_point);
+    *seq = t->call_seq;
+    return t->call_rc;
+}
+
+int tt_failover_progress(tt_t *t, const char *machine, uint64_t *done, uint64_t *total)
+{
+    t->call_machine = machine;
+    tt__call(t, tt__do_failover_progress);
+    *done = t->call_seq;
+    *total = t->call_seq2;
+    return t->call_rc;
+}
+
+int tt_failover_commit(tt_t *t, const char *machine, bool then_stop, int *stop_rc, char *msg, size_t len)
+{
+    t->call_machine = machine;
+    t->call_flag = then_stop;
+    tt__call(t, tt__do_failover_commit);
+    if (stop_rc)
+        *stop_rc = (int)(int64_t)t->call_seq;
+    if (len)
+        snprintf(msg, len, "%s", t->call_msg);
+    return t->call_rc;
+}
+
+int tt_failover_commit_wait(tt_t *t, char *msg, size_t len)
+{
+    uv_sem_wait(&t->commit_done);
+    if (len)
+        snprintf(msg, len, "%s", t->commit_msg);
+    return t->commit_rc;
+}
+
+void tt_reopen(tt_t *t, bool wipe)
+{
+    cr_assert(!t->running, "tt_reopen with the exports running");
+    pts_close(t->p);
+    t->p = NULL;
+    jnl_destroy(t->j);
+    t->j = NULL;
+    if (wipe) {
+        /* new folders: nothing of the old journal, index or base is seen */
+        t->reopens++;
+        snprintf(t->jdir, sizeof t->jdir, "%s/journal-%u", t->dir, t->reopens);
+        snprintf(t->idir, sizeof t->idir, "%s/index-%u", t->dir, t->reopens);
+        snprintf(t->bdir, sizeof t->bdir, "%s/base-%u", t->dir, t->reopens);
+    }
+    cr_assert_eq(jnl_open(t->jdir, NULL, &t->j), 0);
+    char err[256];
+    pts_options_t o = {.cadence_ms = 1000, .base_dir = t->bdir, .no_auto_retain = true};
+    int rc = pts_open(t->idir, t->j, &o, &t->p, err, sizeof err);
+    cr_assert_eq(rc, 0, "pts_open: %s", err);
+    cr_assert_eq(pts_sync(t->p, 30000), 0);
+}
+
 void tt_start(tt_t *t)
 {
     cr_assert_eq(uv_loop_init(&t->loop), 0);
@@ -150,6 +280,7 @@ void tt_start(tt_t *t)
     cr_assert_eq(uv_async_init(&t->loop, &t->call, tt__on_call), 0);
     t->call.data = t;
     cr_assert_eq(uv_sem_init(&t->call_done, 0), 0);
+    cr_assert_eq(uv_sem_init(&t->commit_done, 0), 0);
     /* From here on only the thread touches the loop. */
     cr_assert_eq(uv_thread_create(&t->thread, tt__thread, t), 0);
     t->running = true;
@@ -165,6 +296,7 @@ void tt_stop(tt_t *t)
     int rc = uv_loop_close(&t->loop);
     cr_assert_eq(rc, 0, "uv_loop_close: %s (a handle or request was left open)", uv_strerror(rc));
     uv_sem_destroy(&t->call_done);
+    uv_sem_destroy(&t->commit_done);
 }
 
 void tt_fini(tt_t *t)

@@ -40,14 +40,21 @@ typedef struct tt {
     tgt_exports_t *x;
     int port;
     bool running;
-    /* calls on the loop's thread (tt_test_start, tt_test_cleanup) */
+    /* calls on the loop's thread (tt_test_start, tt_test_cleanup, tt_failover_*) */
     uv_async_t call;
     uv_sem_t call_done;
     void (*call_fn)(struct tt *t);
     const char *call_machine, *call_selector;
+    uint64_t call_in; /* a failover's point */
+    bool call_flag;   /* keep, remove */
     int call_rc;
-    uint64_t call_seq;
+    uint64_t call_seq, call_seq2;
     char call_msg[1024];
+    /* a failover's commit, ended by its callback */
+    uv_sem_t commit_done;
+    int commit_rc;
+    char commit_msg[1024];
+    unsigned reopens; /* tt_reopen(wipe) */
 } tt_t;
 
 /* The seed (TIDEMARK_TARGET_SEED, else def), printed. */
@@ -87,6 +94,23 @@ void tt_convert_and_check(tt_t *t, const char *name, unsigned disk, uint64_t seq
  * (waited for): its status, the point in *seq, the message in msg. */
 int tt_test_start(tt_t *t, const char *machine, const char *selector, uint64_t *seq, char *msg, size_t len);
 int tt_test_cleanup(tt_t *t, const char *machine, char *msg, size_t len);
+
+/* Failovers, the same way, with their overlays in dir/failover. */
+int tt_failover_start(tt_t *t, const char *machine, uint64_t seq, bool keep, char *msg, size_t len);
+int tt_failover_stop(tt_t *t, const char *machine, bool remove, char *msg, size_t len);
+int tt_failover_point(tt_t *t, const char *machine, uint64_t *seq);
+int tt_failover_progress(tt_t *t, const char *machine, uint64_t *done, uint64_t *total);
+/* tgt_failover_commit's return (not waiting for its callback: when 0,
+ * tt_failover_commit_wait gives the callback's status and message). With
+ * then_stop, tgt_failover_stop(remove) follows in the same turn of the
+ * loop, before the commit can have finished; its return in *stop_rc. */
+int tt_failover_commit(tt_t *t, const char *machine, bool then_stop, int *stop_rc, char *msg, size_t len);
+int tt_failover_commit_wait(tt_t *t, char *msg, size_t len);
+
+/* With the exports stopped: close the journal and the points stage and open
+ * them again (a restart of the appliance); or, wipe, open a new, empty
+ * journal and index in new folders instead (the machine's points gone). */
+void tt_reopen(tt_t *t, bool wipe);
 
 /* Raw client, after nbdt_handshake(fd, FIXED_NEWSTYLE | NO_ZEROES): NBD_OPT_GO name; returns the final reply type
  * (NBD_REP_ACK on success, else the error) and its message (msg, len). */
