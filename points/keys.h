@@ -19,6 +19,9 @@
  *                                            crash-consistent (initial copy, resync); end is
  *   "T" u32 mid u64 recv_ns u64 seq          the batch ending at seq, received at recv_ns: u64 its first seq,
  *                                            u64 LSN, u64 segment, u64 offset of its journal record
+ *   "F" u32 mid                              failover: u16 version 1, u8 state (1 failed over,
+ *                                            2 committed), u8 0, u32 0, u64 seq (the point served;
+ *                                            0 once committed), u64 time_ns (failed over, or committed)
  *
  * An extent is one write, zero or trim of a machine's stream, cut into
  * pieces at PTS_CHUNK boundaries so that the extents touching a byte range
@@ -64,6 +67,7 @@
 #define PTS_K_POINT 'C'
 #define PTS_K_TIME 'T'
 #define PTS_K_UNSAFE 'R'
+#define PTS_K_FAILOVER 'F'
 #define PTS_K_SYNC 'S' /* empty; written with sync to make the index durable */
 
 #define PTS_EXTENT_KEY_LEN 23u  /* 1 + 4 + 2 + 8 + 8 */
@@ -73,6 +77,7 @@
 #define PTS_MACHINE_KEY_LEN 5u
 #define PTS_MACHINE_VAL_MAX (2u + 1u + WIRE_MAX_NAME + 2u + WIRE_MAX_DISKS * (1u + WIRE_MAX_NAME + 8u) + 8u * 8u)
 #define PTS_TIME_VAL_LEN 32u
+#define PTS_FAILOVER_VAL_LEN 24u
 #define PTS_POINT_VAL_MAX (24u + WIRE_MAX_NAME)
 
 typedef enum { PTS_EXT_WRITE = 1, PTS_EXT_ZERO = 2, PTS_EXT_TRIM = 3 } pts_ext_kind_t;

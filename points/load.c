@@ -148,5 +148,5 @@ int pts__load(pts_t *p, char *err, size_t errlen)
         memcpy(p->pub, p->priv, p->nmach * sizeof *p->pub);
         p->npub = p->nmach;
     }
-    return 0;
+    return pts__load_failovers(p, err, errlen);
 }

@@ -321,7 +321,7 @@ int pts_cut_latest(pts_t *p, const char *machine, int timeout_ms, pts_point_t *o
         return TM_ENOTFOUND;
     pthread_mutex_lock(&p->wmu);
     pts_mrec_t *r = &p->priv[id - 1];
-    if (r->m.seq == 0 || (!pts__consistent(r) && !r->m.has_point)) {
+    if (r->m.seq == 0 || r->m.failover == PTS_FO_COMMITTED || (!pts__consistent(r) && !r->m.has_point)) {
         rc = TM_ENOPOINT;
     } else if (!pts__consistent(r)) {
         /* a copy is under way: the newest consistent point is the latest */

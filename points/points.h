@@ -42,6 +42,15 @@ typedef struct pts_point {
     char tag[WIRE_MAX_NAME + 1]; /* the tag's name, "" for none */
 } pts_point_t;
 
+/* Where a machine stands in a failover (architecture.md, "Failover flows"). */
+typedef enum pts_fo_state {
+    PTS_FO_NONE = 0,      /* replicating */
+    PTS_FO_ACTIVE = 1,    /* failed over to failover_seq: change-point and commit possible */
+    PTS_FO_COMMITTED = 2, /* final: no points, no replication */
+} pts_fo_state_t;
+
+const char *pts_fo_state_name(pts_fo_state_t s); /* "none", "failed-over", "committed" */
+
 typedef struct pts_disk {
     char name[WIRE_MAX_NAME + 1];
     uint64_t size;
@@ -63,6 +72,9 @@ typedef struct pts_machine {
     uint64_t unsafe_since; /* when not consistent: the sequence where that began */
     bool has_point;
     pts_point_t latest;   /* the newest catalogued point, if has_point */
+    uint8_t failover;     /* pts_fo_state_t (failover.c) */
+    uint64_t failover_seq; /* PTS_FO_ACTIVE: the point its failed-over disks are served at */
+    uint64_t failover_ns;  /* when it failed over (or changed point), or committed */
 } pts_machine_t;
 
 /* RocksDB's memtable flushes and compactions need room: processing pauses
@@ -187,6 +199,31 @@ void pts_base_path(const pts_t *p, const char *machine, const char *disk, char *
  */
 int pts_pin(pts_t *p, uint32_t mid, uint64_t seq);
 void pts_unpin(pts_t *p, uint32_t mid, uint64_t seq);
+
+/*
+ * Failovers (failover.c), kept in the index so that a restart serves the
+ * failed-over disks again and refuses a committed machine's agent.
+ *
+ * pts_failover_set records that machine is failed over to point seq
+ * (PTS_FO_ACTIVE; a change of point is another call) or no longer is
+ * (PTS_FO_NONE: a cancelled or undone failover), durably before it
+ * returns. An active failover pins its point (pts_pin) until it ends, across
+ * restarts. Errors: TM_ENOTFOUND (unknown machine), TM_ENOPOINT (seq is past
+ * the retention horizon), TM_EINVAL (the machine is committed), -EIO.
+ */
+int pts_failover_set(pts_t *p, const char *machine, pts_fo_state_t state, uint64_t seq, uint64_t now_ns);
+
+/*
+ * Commit the machine's failover (it must be PTS_FO_ACTIVE): every point,
+ * extent, batch and window of it is deleted from the index, its replica
+ * base images are removed, and the journal segments only it needed are
+ * retired; from then on the processor skips anything more of it (ingest
+ * must have stopped taking its writes first: ingest_retire_machine). The
+ * machine stays known, PTS_FO_COMMITTED, with no point. Errors:
+ * TM_ENOTFOUND, TM_EINVAL (not failed over), -EBUSY (readers other than
+ * the failover itself still pin its points), -EIO.
+ */
+int pts_commit_machine(pts_t *p, const char *machine, uint64_t now_ns);
 
 /* Parse RFC 3339 ("2026-11-27T10:00:00Z", fractions and +hh:mm offsets
  * allowed) into ns since the epoch. 0 or TM_EINVAL. */

@@ -161,6 +161,8 @@ static int pts__disks(pts_t *p, const jnl_record_t *rec)
     rc = pts__machine(p, name, &r);
     if (rc)
         return rc;
+    if (r->m.failover == PTS_FO_COMMITTED)
+        return 0; /* its replication has ended */
     bool same = r->m.ndisks == nd;
     for (unsigned i = 0; same && i < nd; i++)
         same = strcmp(r->m.disks[i].name, disks[i].name) == 0 && r->m.disks[i].size == disks[i].size;
@@ -238,6 +240,8 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
     rc = pts__machine(p, b.machine, &r);
     if (rc)
         return rc;
+    if (r->m.failover == PTS_FO_COMMITTED)
+        return 0; /* its replication has ended: ingest no longer takes its writes */
     const wire_records_t *m = p->recs;
     if (m->first_seq != r->m.seq + 1) {
         tm_log(TM_LOG_ERROR,

@@ -114,6 +114,12 @@ int pts__commit(pts_t *p);
 uint64_t pts__window(const pts_t *p, const char *machine);
 int pts__retain_locked(pts_t *p, uint64_t now);
 
+/* Retire the journal below the oldest record an index entry names. Under wmu. */
+int pts__retire(pts_t *p);
+
+/* Load the failover records (failover.c), after the machines. */
+int pts__load_failovers(pts_t *p, char *err, size_t errlen);
+
 /* Load everything from the index at open (load.c). */
 int pts__load(pts_t *p, char *err, size_t errlen);
 

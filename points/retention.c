@@ -411,8 +411,7 @@ static int pts__oldest_lsn(pts_t *p, uint32_t mid, uint64_t *lsn)
     return rc;
 }
 
-/* Retire the journal below the oldest record an index entry names. */
-static int pts__retire(pts_t *p)
+int pts__retire(pts_t *p)
 {
     uint64_t below = p->next_lsn;
     for (size_t i = 0; i < p->nmach; i++) {
@@ -477,6 +476,8 @@ int pts__retain_locked(pts_t *p, uint64_t now)
 {
     int first = 0;
     for (size_t i = 0; i < p->nmach && first != -EIO; i++) {
+        if (p->priv[i].m.failover == PTS_FO_COMMITTED)
+            continue; /* nothing of it is kept */
         int rc = pts__retain_one(p, &p->priv[i], now);
         if (rc && !first)
             first = rc;
