@@ -127,6 +127,9 @@ bool pts__cut(pts_t *p, pts_mrec_t *r, pts_kind_t kind, const char *tag, uint64_
      * order, not in write order: no point is cut then. */
     if (!pts__consistent(r))
         return false;
+    /* A committed machine has no points any more, and gets none. */
+    if (r->m.failover == PTS_FO_COMMITTED)
+        return false;
     /* A point already there stays: an app point is never turned into a
      * crash point by the cadence cutting at the same place. */
     if (seq == 0 || (r->latest_seq && seq <= r->latest_seq))
