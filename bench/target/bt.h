@@ -63,6 +63,8 @@ typedef struct bt_disk {
  */
 int bt_disk_make(const bt_disk_cfg_t *cfg, bt_disk_t **out);
 void bt_disk_free(bt_disk_t *d);
+/* Close the journal and the index (for another process to open them). */
+void bt_disk_close_stores(bt_disk_t *d);
 
 /*
  * A fresh machine state for a time-to-first-byte measurement: one batch
@@ -122,6 +124,23 @@ typedef struct bt_first {
  * without touching the throughput passes.
  */
 int bt_first_byte(int port, const char *name, uint64_t off, bt_first_t *out, char *err, size_t errlen);
+
+/* ---- from a failover request (bt_failover.c) -------------------------- */
+
+typedef struct bt_fo {
+    double job_s;       /* POST /v1/jobs (failover, latest-processed) .. its job seen succeeded */
+    double open_read_s; /* then MACHINE/DISK@failover opened and a 4 KiB read answered */
+    double total_s;     /* the request .. the first byte */
+} bt_fo_t;
+
+/*
+ * Run `tidemark serve` on dir (journal/, index/, base/: nothing else may
+ * have them open), ask it to fail the machine over at latest-processed
+ * with a cold page cache, and time it to the first 4 KiB read at off of
+ * MACHINE/DISK@failover. The appliance is stopped after. 0 or an error
+ * with err saying why.
+ */
+int bt_failover_first_byte(const char *dir, uint64_t off, bt_fo_t *out, char *err, size_t errlen);
 
 /* ---- the servers (bt_serve.c) ------------------------------------------ */
 

@@ -442,6 +442,17 @@ fail:
     return rc;
 }
 
+void bt_disk_close_stores(bt_disk_t *d)
+{
+    pts_close(d->pts);
+    d->pts = NULL;
+    if (d->jnl) {
+        jnl_close(d->jnl);
+        jnl_destroy(d->jnl);
+        d->jnl = NULL;
+    }
+}
+
 void bt_disk_free(bt_disk_t *d)
 {
     if (!d)
