@@ -61,7 +61,7 @@ struct agent_client {
     unsigned next_delay_ms; /* set when the connection is dropped */
     bool refused;           /* the last drop was a refusal by the server */
     uint64_t last_refusal_log_ms;
-    char refusal[512];
+    char refusal[1024];
 
     wire_welcome_t welcome;
     agent_client_stats_t stats;
@@ -610,15 +610,48 @@ static void handle_frame(agent_client_t *c)
         return;
     }
     case WIRE_T_STOP: {
-        char text[WIRE_MAX_TEXT + 1];
-        if ((rc = wire_dec_stop(body, len, text, reason, sizeof reason)) != 0) {
+        wire_stop_t m;
+        if (c->state != ST_STREAMING) {
+            /* Like a tag request: the final tag needs a place in the stream. */
+            client_drop(c, "server %s sent an unexpected STOP", c->server);
+            return;
+        }
+        if ((rc = wire_dec_stop(body, len, &m, reason, sizeof reason)) != 0) {
             client_drop(c, "server %s sent a bad STOP: %s", c->server, reason);
             return;
         }
-        tm_warn("server %s asked this agent to stop taking writes: %s", c->server, text);
+        tm_warn("server %s stops replication of machine %s: %s; taking no new writes, final tag '%s' (id %llu) "
+                "once every write accepted before is in the stream",
+                c->server, c->machine, m.reason[0] ? m.reason : "no reason given", m.name,
+                (unsigned long long)m.id);
         c->stats.stopped = true;
-        if (c->cbs.stop)
-            c->cbs.stop(c, text, c->arg);
+        if (c->cbs.stop) {
+            c->cbs.stop(c, &m, c->arg);
+            return;
+        }
+        rc = agent_stream_tag(c->stream, WIRE_TAG_CRASH, m.id, m.name, true, NULL);
+        if (rc != 0)
+            tm_warn("cannot add final tag '%s' (id %llu): %s", m.name, (unsigned long long)m.id, tm_strerror(rc));
+        agent_client_kick(c);
+        return;
+    }
+    case WIRE_T_RESUME: {
+        char text[WIRE_MAX_TEXT + 1];
+        if (c->state != ST_STREAMING) {
+            client_drop(c, "server %s sent an unexpected RESUME", c->server);
+            return;
+        }
+        if ((rc = wire_dec_resume(body, len, text, reason, sizeof reason)) != 0) {
+            client_drop(c, "server %s sent a bad RESUME: %s", c->server, reason);
+            return;
+        }
+        bool was = c->stats.stopped;
+        c->stats.stopped = false;
+        if (was)
+            tm_info("server %s resumes replication of machine %s%s%s", c->server, c->machine, text[0] ? ": " : "",
+                    text);
+        if (c->cbs.resume)
+            c->cbs.resume(c, text, c->arg);
         return;
     }
     case WIRE_T_ERROR: {
@@ -628,11 +661,19 @@ static void handle_frame(agent_client_t *c)
             return;
         }
         switch (e.code) {
+        case WIRE_E_STOPPED:
+            /* Not a fault to fix here: the appliance ended this machine's
+             * replication (a committed failover). Say so in those words. */
+            c->refused = true;
+            snprintf(c->refusal, sizeof c->refusal,
+                     "server %s: replication of this machine (%s) was stopped on the appliance: %s", c->server,
+                     c->machine, e.text[0] ? e.text : "no reason given");
+            client_drop(c, "%s", c->refusal);
+            return;
         case WIRE_E_AUTH:
         case WIRE_E_BUSY:
         case WIRE_E_VERSION:
         case WIRE_E_DISKS:
-        case WIRE_E_STOPPED:
             c->refused = true;
             snprintf(c->refusal, sizeof c->refusal, "server refused this agent: %s: %s", wire_err_name(e.code),
                      e.text);

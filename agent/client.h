@@ -8,7 +8,9 @@
  * an ERROR frame) it reconnects with exponential backoff, 100 ms doubling to
  * 5 s, and says why each time in one log line. A refusal (auth, busy,
  * version, disks, stopped) keeps retrying at the longest delay and is logged
- * at most every 30 s. Every reconnection resends exactly from the new
+ * at most every 30 s; `stopped` says that replication of the machine was
+ * stopped on the appliance (its failover was committed), with the
+ * appliance's reason. Every reconnection resends exactly from the new
  * WELCOME's next_seq, so the server never sees a gap or a repeat.
  *
  * The stream is the caller's; producers append to it and call
@@ -43,9 +45,16 @@ typedef struct agent_client_cbs {
     /* An ACK moved the stream forward: room may be free, flushes may be
      * covered. Optional. */
     void (*acked)(agent_client_t *c, uint64_t durable_seq, void *arg);
-    /* The server sent STOP: take no new writes; what is held is still sent.
-     * Optional. */
-    void (*stop)(agent_client_t *c, const char *reason, void *arg);
+    /* The server sent STOP (a planned failover): take no new writes; once
+     * every write accepted before it is in the stream, append a crash tag
+     * with m->id and m->name, the final tag (agent_quiesce_stop), and go on
+     * sending. The stop outlives reconnections, until RESUME. Optional:
+     * without it the client appends the tag at once. */
+    void (*stop)(agent_client_t *c, const wire_stop_t *m, void *arg);
+    /* The server sent RESUME: take writes again. Also sent to an agent that
+     * is not stopped (the server repeats it after a reconnection): nothing
+     * to do then. Optional. */
+    void (*resume)(agent_client_t *c, const char *reason, void *arg);
     /* The server sent TAG_REQUEST (kind WIRE_TAG_*, id, a wire name): the
      * producer tags its stream (agent/quiesce.h). Optional: without it the
      * client appends the tag to the stream at once, whatever its kind. */
@@ -76,7 +85,7 @@ typedef struct agent_client_stats {
     uint64_t bytes_sent;   /* frame bytes on the socket */
     uint64_t acks;
     bool connected;        /* in a session now */
-    bool stopped;          /* the server sent STOP */
+    bool stopped;          /* the server sent STOP, and no RESUME since */
 } agent_client_stats_t;
 
 /*

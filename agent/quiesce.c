@@ -7,7 +7,9 @@
  *     |                 +--failed: no tag----------------------------> POST
  *     +------------------------- release <-- (post-script done) -------+
  *
- * Without a pre-script PRE is skipped; without a post-script POST is. Hooks
+ * Without a pre-script PRE is skipped; without a post-script POST is. A
+ * STOP goes IDLE -> DRAIN -> (final tag) -> IDLE: no script, no hold, no
+ * release (its producer refuses writes instead of holding them). Hooks
  * may call back into agent_quiesce_check() (the producer's release admits
  * writes, which appends, which checks): q_step() notices and loops instead
  * of recursing.
@@ -31,6 +33,7 @@ typedef enum { Q_IDLE, Q_PRE, Q_DRAIN, Q_POST, Q_CLOSED } q_state_t;
 typedef struct q_req {
     uint64_t id;
     char name[WIRE_MAX_NAME + 1];
+    bool stop;           /* a STOP's final tag, not an app tag */
 } q_req_t;
 
 struct agent_quiesce {
@@ -298,6 +301,23 @@ static void q_hold(agent_quiesce_t *q)
         q->hooks.hold(q->arg);
 }
 
+/* A STOP's drain is done: every write accepted before it is in the stream. */
+static void q_final_tag(agent_quiesce_t *q)
+{
+    uint64_t seq = 0;
+    int rc = agent_stream_tag(q->stream, WIRE_TAG_CRASH, q->cur.id, q->cur.name, true, &seq);
+    if (rc != 0) {
+        /* The name was checked on receipt: only memory can fail here. */
+        tm_error("final tag '%s' (id %" PRIu64 "): cannot add it to the stream: %s", q->cur.name, q->cur.id,
+                 tm_strerror(rc));
+        return;
+    }
+    tm_info("final tag '%s' (id %" PRIu64 ") added to the stream at sequence %" PRIu64
+            ": it follows every write accepted before the STOP",
+            q->cur.name, q->cur.id, seq);
+    q_kick(q);
+}
+
 static void q_advance(agent_quiesce_t *q)
 {
     char why[128];
@@ -311,6 +331,13 @@ static void q_advance(agent_quiesce_t *q)
         q->qlen--;
         q->pre_failed = false;
         q->holding = false;
+        if (q->cur.stop) {
+            tm_info("final tag '%s' (id %" PRIu64 "): waiting until every write accepted before the STOP is in "
+                    "the stream", q->cur.name, q->cur.id);
+            q->state = Q_DRAIN;
+            q->again = true;
+            return;
+        }
         tm_info("tag '%s' (id %" PRIu64 "): the appliance asks for an app-consistent tag", q->cur.name,
                 q->cur.id);
         q->state = Q_PRE;
@@ -340,6 +367,15 @@ static void q_advance(agent_quiesce_t *q)
         q->again = true;
         return;
     case Q_DRAIN:
+        if (q->cur.stop) {
+            bool (*done)(void *) = q->hooks.final_drained ? q->hooks.final_drained : q->hooks.drained;
+            if (done && !done(q->arg))
+                return;
+            q_final_tag(q);
+            q->state = Q_IDLE;
+            q->again = true;
+            return;
+        }
         if (q->hooks.drained && !q->hooks.drained(q->arg))
             return;
         {
@@ -389,6 +425,58 @@ static void q_step(agent_quiesce_t *q)
     q->stepping = false;
 }
 
+/* Queue a request; false (logged) when the queue is full. */
+static bool q_enqueue(agent_quiesce_t *q, uint64_t id, const char *name, bool stop)
+{
+    if (q->qlen == AGENT_TAG_QUEUE_MAX) {
+        tm_error("%s '%s' (id %" PRIu64 "): refused: %u requests are already waiting", stop ? "final tag" : "tag",
+                 name, id, AGENT_TAG_QUEUE_MAX);
+        return false;
+    }
+    q_req_t *r = &q->queue[(q->qhead + q->qlen) % AGENT_TAG_QUEUE_MAX];
+    r->id = id;
+    r->stop = stop;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    q->qlen++;
+    if (q->state != Q_IDLE)
+        tm_info("%s '%s' (id %" PRIu64 "): waits until tag '%s' is done", stop ? "final tag" : "tag", name, id,
+                q->cur.name);
+    return true;
+}
+
+void agent_quiesce_stop(agent_quiesce_t *q, uint64_t id, const char *name)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    if (q_enqueue(q, id, name, true))
+        q_step(q);
+}
+
+void agent_quiesce_resume(agent_quiesce_t *q)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    /* Waiting STOPs go; app tag requests keep their order. */
+    unsigned kept = 0;
+    for (unsigned i = 0; i < q->qlen; i++) {
+        q_req_t r = q->queue[(q->qhead + i) % AGENT_TAG_QUEUE_MAX];
+        if (r.stop) {
+            tm_info("final tag '%s' (id %" PRIu64 "): dropped: replication resumed before it was taken", r.name,
+                    r.id);
+            continue;
+        }
+        q->queue[(q->qhead + kept++) % AGENT_TAG_QUEUE_MAX] = r;
+    }
+    q->qlen = kept;
+    if (q->state == Q_DRAIN && q->cur.stop) {
+        /* The writes it waits for may never drain now that new ones come. */
+        tm_info("final tag '%s' (id %" PRIu64 "): dropped: replication resumed before every write accepted "
+                "before the STOP was in the stream", q->cur.name, q->cur.id);
+        q->state = Q_IDLE;
+        q_step(q);
+    }
+}
+
 void agent_quiesce_check(agent_quiesce_t *q)
 {
     if (q->state == Q_DRAIN)
@@ -411,18 +499,8 @@ void agent_quiesce_request(agent_quiesce_t *q, uint8_t kind, uint64_t id, const 
         q_kick(q);
         return;
     }
-    if (q->qlen == AGENT_TAG_QUEUE_MAX) {
-        tm_error("tag '%s' (id %" PRIu64 "): refused: %u app tag requests are already waiting", name, id,
-                 AGENT_TAG_QUEUE_MAX);
-        return;
-    }
-    q_req_t *r = &q->queue[(q->qhead + q->qlen) % AGENT_TAG_QUEUE_MAX];
-    r->id = id;
-    snprintf(r->name, sizeof r->name, "%s", name);
-    q->qlen++;
-    if (q->state != Q_IDLE)
-        tm_info("tag '%s' (id %" PRIu64 "): waits until tag '%s' is done", name, id, q->cur.name);
-    q_step(q);
+    if (q_enqueue(q, id, name, false))
+        q_step(q);
 }
 
 /* ---- closing -------------------------------------------------------------------- */

@@ -35,6 +35,16 @@
  * kind would run into its time limit. So a post-script must not wait for a
  * write to the machine's disks: writes are held while it runs.
  *
+ * A STOP from the appliance (a planned failover, agent_quiesce_stop) takes
+ * its turn in the same queue: the producer refuses new writes itself from
+ * the moment the STOP arrives (nothing is held: a write is refused, not
+ * queued, so that the final tag can come at all), the drain waits until
+ * every write it accepted before the STOP is in the stream, and a crash tag
+ * with the STOP's id and name is appended: the final tag. The appliance's
+ * copy at that tag is the source disk. No script runs: the application is
+ * not quiesced, its writes are refused. A RESUME drops a STOP whose tag is
+ * not appended yet (agent_quiesce_resume).
+ *
  * Threads: the loop's only.
  */
 #ifndef TM_AGENT_QUIESCE_H
@@ -65,6 +75,12 @@ typedef struct agent_quiesce_hooks {
     /* The request is finished (whether it held or not): release the held
      * writes, in order. */
     void (*release)(void *arg);
+    /* A STOP's final tag waits for this instead of drained() (NULL: it
+     * waits for drained()): every write accepted before the STOP is in the
+     * stream, and so is whatever else the appliance needs for the tag to
+     * name a point (a disk's initial copy or resync that was running). The
+     * producer calls agent_quiesce_check() when it may have become true. */
+    bool (*final_drained)(void *arg);
 } agent_quiesce_hooks_t;
 
 typedef struct agent_quiesce_opts {
@@ -84,7 +100,17 @@ void agent_quiesce_set_client(agent_quiesce_t *q, agent_client_t *c);
 /* A TAG_REQUEST from the appliance (agent_client_cbs_t.tag). */
 void agent_quiesce_request(agent_quiesce_t *q, uint8_t kind, uint64_t id, const char *name);
 
-/* The producer's drain may have finished: go on if a quiesce waits for it. */
+/* A STOP from the appliance (agent_client_cbs_t.stop), after the producer
+ * began refusing new writes: the final tag (id, name) is appended once
+ * final_drained() (or drained()) says so, in turn with app tags. */
+void agent_quiesce_stop(agent_quiesce_t *q, uint64_t id, const char *name);
+
+/* A RESUME: STOPs whose final tag is not appended yet are dropped (logged);
+ * app tag requests go on. */
+void agent_quiesce_resume(agent_quiesce_t *q);
+
+/* The producer's drain may have finished: go on if a quiesce or a STOP waits
+ * for it. */
 void agent_quiesce_check(agent_quiesce_t *q);
 
 /* True while a request is in progress or waiting. */

@@ -412,7 +412,8 @@ typedef struct replay {
     bool done;              /* nothing more to generate */
     bool finishing;         /* closing handles */
     bool interrupted;
-    bool stopped;           /* STOP from the server */
+    bool stopped;           /* STOP from the server, no RESUME since: generating nothing */
+    uint64_t stopped_ms;    /* when it came (the time stopped does not count against rate or duration) */
     bool holding;           /* an app tag's quiesce: generating nothing */
     agent_quiesce_t *q;
     uint64_t start_ms;      /* at the first WELCOME */
@@ -433,8 +434,12 @@ static void replay_check_done(replay_t *r)
 
 static void replay_produce(replay_t *r)
 {
-    if (r->done || !r->started || r->holding)
+    if (r->done || !r->started)
         return;
+    if (r->holding || r->stopped) {
+        uv_idle_stop(&r->idle);
+        return;
+    }
     uint64_t now = uv_now(&r->loop);
     uint64_t budget = PRODUCE_BYTES_PER_TICK;
     if (r->w.rate) {
@@ -499,7 +504,7 @@ static void on_idle(uv_idle_t *h)
 static void on_rate_timer(uv_timer_t *t)
 {
     replay_t *r = t->data;
-    if (!r->done && !r->finishing)
+    if (!r->done && !r->finishing && !r->stopped)
         uv_idle_start(&r->idle, on_idle);
 }
 
@@ -543,7 +548,7 @@ static void replay_on_acked(agent_client_t *c, uint64_t durable, void *arg)
                     (unsigned long long)r->w.count);
         }
     }
-    if (r->started && !r->done && !r->finishing && !uv_is_active((uv_handle_t *)&r->rate_timer))
+    if (r->started && !r->done && !r->finishing && !r->stopped && !uv_is_active((uv_handle_t *)&r->rate_timer))
         uv_idle_start(&r->idle, on_idle);
     replay_check_done(r);
 }
@@ -574,21 +579,45 @@ static void replay_unhold(void *arg)
 {
     replay_t *r = arg;
     r->holding = false;
-    if (r->started && !r->done && !r->finishing && !uv_is_active((uv_handle_t *)&r->rate_timer))
+    if (r->started && !r->done && !r->finishing && !r->stopped && !uv_is_active((uv_handle_t *)&r->rate_timer))
         uv_idle_start(&r->idle, on_idle);
     replay_check_done(r);
 }
 
-static void replay_on_stop(agent_client_t *c, const char *reason, void *arg)
+/* STOP: generate nothing more (what was generated is in the stream
+ * already, so the final tag follows it at once) until RESUME. */
+static void replay_on_stop(agent_client_t *c, const wire_stop_t *m, void *arg)
+{
+    replay_t *r = arg;
+    (void)c;
+    if (!r->stopped) {
+        r->stopped = true;
+        r->stopped_ms = uv_now(&r->loop);
+        tm_info("replay: generating nothing until the appliance resumes replication");
+    }
+    uv_idle_stop(&r->idle);
+    uv_timer_stop(&r->rate_timer);
+    if (r->q)
+        agent_quiesce_stop(r->q, m->id, m->name);
+    replay_check_done(r);
+}
+
+static void replay_on_resume(agent_client_t *c, const char *reason, void *arg)
 {
     replay_t *r = arg;
     (void)c;
     (void)reason;
-    r->stopped = true;
-    r->done = true;
-    uv_idle_stop(&r->idle);
-    uv_timer_stop(&r->rate_timer);
-    replay_check_done(r);
+    if (!r->stopped)
+        return;
+    r->stopped = false;
+    /* The rate and the duration count generating time only. */
+    if (r->started)
+        r->start_ms += uv_now(&r->loop) - r->stopped_ms;
+    tm_info("replay: generating again");
+    if (r->q)
+        agent_quiesce_resume(r->q);
+    if (r->started && !r->done && !r->finishing && !r->holding)
+        uv_idle_start(&r->idle, on_idle);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -687,7 +716,7 @@ int agent_replay_run(const agent_replay_opts_t *o)
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
     agent_client_cbs_t cbs = {.welcome = replay_on_welcome, .acked = replay_on_acked, .stop = replay_on_stop,
-                              .tag = replay_on_tag};
+                              .resume = replay_on_resume, .tag = replay_on_tag};
     rc = agent_client_new(&r->loop, &co, &r->stream, &cbs, r, &r->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {

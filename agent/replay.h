@@ -26,9 +26,12 @@
  * regenerates exactly the records the server is missing after its WELCOME,
  * and a test can check every journaled record against the generator. A tag
  * the appliance asks for (TAG_REQUEST) is the exception: it takes the next
- * sequence, and the generator's record of that sequence is never made. An
- * app tag's quiesce pauses generating (agent/quiesce.h) and runs the
- * scripts like the tap agent's.
+ * sequence, and the generator's record of that sequence is never made; so
+ * does a STOP's final tag. An app tag's quiesce pauses generating
+ * (agent/quiesce.h) and runs the scripts like the tap agent's. A STOP
+ * pauses generating until RESUME (what was generated is in the stream
+ * already, so the final tag comes at once); the time stopped does not
+ * count against the rate or the duration.
  */
 #ifndef TM_AGENT_REPLAY_H
 #define TM_AGENT_REPLAY_H

@@ -72,6 +72,19 @@
  * (agent_resync_mark, when the record is appended) and always sends those:
  * a few blocks more than needed, never one too few. Live writes go on
  * meanwhile, in stream order, and are never held.
+ *
+ * The STOP. Before a planned failover the appliance stops the machine:
+ * from the STOP on, a new WRITE, TRIM or WRITE_ZEROES gets EPERM at once.
+ * Refused rather than held: a held write would have to go somewhere after
+ * the failover, and the client must learn that it did not happen. Every
+ * request accepted before the STOP (waiting for room, on the file, in the
+ * append queue, or held by an app tag's quiesce) completes as usual, and
+ * once all of them are in the stream, and no disk's initial copy or resync
+ * is half sent (both go on while stopped), the final tag is appended: a
+ * crash tag with the STOP's id and name (agent_quiesce_stop, through the
+ * same drain as an app tag's). The appliance's copy at that tag is the
+ * image. FLUSH is never refused. A RESUME takes writes again; a STOP whose
+ * tag is not appended yet is dropped then.
  */
 #include "agent/tap.h"
 
@@ -175,7 +188,11 @@ struct tap {
     unsigned local;
     tap_io_t *ack_head;
     size_t reserved;
+    /* STOP from the appliance (or a shutdown): new write-likes are refused
+     * with EPERM; the ones accepted before go on (tap.c, "The STOP") */
     bool stopped;
+    char stop_reason[WIRE_MAX_TEXT + 1];
+    uint64_t refused;           /* write-likes refused since the STOP */
     bool shutting_down;
     bool finishing;
     int signals;
@@ -353,12 +370,23 @@ static void tap_submit_local(tap_io_t *x)
     nbd_file_submit(x->io->export, x->io, tap_on_local, x);
 }
 
+/* Room in the stream for a request that appends reserve bytes: within the
+ * bound together with what is held and what admitted requests will
+ * append; or nothing held and nothing admitted, so that a request larger
+ * than the bound cannot wedge the queue (it passes the bound alone). */
+static bool tap_room_for(const tap_t *t, size_t reserve)
+{
+    if (t->reserved == 0 && t->stream.count == 0)
+        return true;
+    return t->stream.held_bytes + agent_stream_cost(t->reserved + reserve) <= t->stream.max_bytes;
+}
+
 /* Start waiting requests while the stream has room for them. */
 static void tap_admit(tap_t *t)
 {
     while (t->room_head) {
         tap_io_t *x = t->room_head;
-        if (t->reserved > 0 && !agent_stream_has_room(&t->stream, t->reserved + x->reserve))
+        if (!tap_room_for(t, x->reserve))
             return;
         t->room_head = x->next;
         if (!t->room_head)
@@ -368,8 +396,8 @@ static void tap_admit(tap_t *t)
     }
     tap_copy_pump(t);
     tap_resync_pump(t);
-    /* Whatever moved here may have finished an app tag's drain. */
-    if (t->q && t->holding)
+    /* Whatever moved here may have finished an app tag's or a STOP's drain. */
+    if (t->q && (t->holding || t->stopped))
         agent_quiesce_check(t->q);
 }
 
@@ -377,6 +405,12 @@ static void tap_writelike(nbd_io_t *io)
 {
     tap_t *t = tap_self;
     if (t->stopped) {
+        /* Refused, not held: the final tag must come, and the client must
+         * learn that its write did not happen (EPERM: "operation not
+         * permitted", NBD_EPERM on the wire). */
+        if (t->refused++ == 0 && !t->shutting_down)
+            tm_warn("tap: refusing writes (EPERM): replication of this machine is stopped by the appliance (%s) "
+                    "until it resumes", t->stop_reason[0] ? t->stop_reason : "no reason given");
         nbd_io_done(io, -EPERM);
         return;
     }
@@ -400,6 +434,10 @@ static void tap_writelike(nbd_io_t *io)
                  t->disks[x->disk].name, (unsigned long long)io->offset, t->nheld);
         return;
     }
+    /* tap_admit's test, for the log: it waits behind others or for acks */
+    if (t->room_head || !tap_room_for(t, x->reserve))
+        tm_debug("tap: a write to %s at %llu waits for room in the stream", t->disks[x->disk].name,
+                 (unsigned long long)io->offset);
     x->where = W_ROOM;
     list_push(&t->room_head, &t->room_tail, x);
     tap_admit(t);
@@ -708,8 +746,9 @@ static void on_copy_timer(uv_timer_t *h)
  * client write waits for room. */
 static void tap_copy_pump(tap_t *t)
 {
-    /* Not during a quiesce either: its drain waits for the queue to empty. */
-    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down || t->holding)
+    /* Not during a quiesce either: its drain waits for the queue to empty.
+     * A STOP does not pause it: the final tag waits for the copy. */
+    if (!t->copy || t->copy_out || t->room_head || t->shutting_down || t->holding)
         return;
     unsigned d;
     for (d = 0; d < t->ndisks; d++)
@@ -828,7 +867,7 @@ static void tap_on_sums(agent_client_t *c, const wire_resync_sums_t *m, void *ar
  * (the copy's rules). */
 static void tap_resync_pump(tap_t *t)
 {
-    if (!t->copy || t->copy_out || t->room_head || t->stopped || t->shutting_down || t->holding)
+    if (!t->copy || t->copy_out || t->room_head || t->shutting_down || t->holding)
         return;
     size_t reserve = agent_stream_cost(AGENT_RESYNC_ITEM_BYTES) + AGENT_RESYNC_ITEM_BLOCKS * AGENT_REC_OVERHEAD +
                      agent_stream_cost(0);
@@ -1016,12 +1055,57 @@ static void tap_unhold(void *arg)
     tap_check_exit(t);
 }
 
-static void tap_on_stop(agent_client_t *c, const char *reason, void *arg)
+/* Every write-like accepted before a STOP is in the stream (tap_drained),
+ * and so is what the appliance needs for the final tag to name a point:
+ * no disk's initial copy or resync is left half sent (a tag in the middle
+ * of one names no point). A copy that failed is not waited for: it starts
+ * over only at the next WELCOME. Shutting down, the copy and resync stop
+ * where they are and only the writes count. */
+static bool tap_final_drained(void *arg)
+{
+    tap_t *t = arg;
+    if (!tap_drained(t))
+        return false;
+    if (t->shutting_down)
+        return true;
+    for (unsigned d = 0; d < t->ndisks; d++) {
+        copy_state_t cs = t->copy[d].state;
+        agent_rs_state_t rs = t->rs.d[d].state;
+        if (cs == CP_WANTED || cs == CP_RUNNING || rs == AGENT_RS_WAITING || rs == AGENT_RS_RUNNING ||
+            rs == AGENT_RS_FINISHING)
+            return false;
+    }
+    return true;
+}
+
+static void tap_on_stop(agent_client_t *c, const wire_stop_t *m, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    /* Shutting down, writes are refused already; the tag still comes
+     * before the agent ends (tap_check_exit waits for it). */
+    if (!t->stopped) {
+        t->refused = 0;
+        tm_info("tap: new writes are refused from now on; those accepted before go on");
+    }
+    t->stopped = true;
+    snprintf(t->stop_reason, sizeof t->stop_reason, "%s", m->reason);
+    if (t->q)
+        agent_quiesce_stop(t->q, m->id, m->name);
+}
+
+static void tap_on_resume(agent_client_t *c, const char *reason, void *arg)
 {
     tap_t *t = arg;
     (void)c;
     (void)reason;
-    t->stopped = true;
+    if (!t->stopped || t->shutting_down)
+        return;
+    t->stopped = false;
+    tm_info("tap: taking writes again (%llu refused while replication was stopped)", (unsigned long long)t->refused);
+    if (t->q)
+        agent_quiesce_resume(t->q);
+    tap_admit(t);
 }
 
 /* ---- running ---------------------------------------------------------------------- */
@@ -1085,6 +1169,9 @@ static void on_nbd_closed(void *arg)
 {
     tap_t *t = arg;
     t->srv = NULL;
+    /* A STOP's final tag waiting for the copy is due now (tap_final_drained). */
+    if (t->q)
+        agent_quiesce_check(t->q);
     tap_check_exit(t);
 }
 
@@ -1263,7 +1350,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
     agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop,
-                              .tag = tap_on_tag, .sums = tap_on_sums};
+                              .resume = tap_on_resume, .tag = tap_on_tag, .sums = tap_on_sums};
     rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {
@@ -1274,7 +1361,8 @@ int agent_tap_run(const agent_tap_opts_t *o)
     t->rs.client = t->client;
     agent_quiesce_opts_t qo = {.pre_script = o->pre_script, .post_script = o->post_script,
                                .timeout_ms = o->script_timeout_ms};
-    agent_quiesce_hooks_t qh = {.hold = tap_hold, .drained = tap_drained, .release = tap_unhold};
+    agent_quiesce_hooks_t qh = {.hold = tap_hold, .drained = tap_drained, .release = tap_unhold,
+                                .final_drained = tap_final_drained};
     if ((rc = agent_quiesce_new(&t->loop, &qo, &t->stream, &qh, t, &t->q)) != 0) {
         tm_error("tap: %s", tm_strerror(rc));
         agent_client_close(t->client, NULL, NULL);

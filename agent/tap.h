@@ -25,6 +25,12 @@
  * tag is appended, the post-script has run; then they go on in order.
  * FLUSH is never held: it covers only writes that completed before it, and
  * a held write has not.
+ *
+ * A STOP from the appliance (a planned failover) refuses new WRITE, TRIM
+ * and WRITE_ZEROES requests with EPERM; once every one accepted before is
+ * in the stream, a crash tag with the STOP's id and name is appended (the
+ * final tag) and the agent goes on sending until all is acknowledged,
+ * connected and stopped, until a RESUME (tap.c, "The STOP").
  */
 #ifndef TM_AGENT_TAP_H
 #define TM_AGENT_TAP_H

@@ -249,10 +249,19 @@ static void check_body(uint16_t type, const uint8_t *body, size_t len)
         break;
     }
     case WIRE_T_STOP: {
+        wire_stop_t st;
+        rc = wire_dec_stop(body, len, &st, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(wire_name_ok(st.name) && strlen(st.reason) <= WIRE_MAX_TEXT);
+            same_frame(&b, wire_enc_stop(&b, st.id, st.name, st.reason), type, body, len);
+        }
+        break;
+    }
+    case WIRE_T_RESUME: {
         char text[WIRE_MAX_TEXT + 1];
-        rc = wire_dec_stop(body, len, text, reason, sizeof reason);
+        rc = wire_dec_resume(body, len, text, reason, sizeof reason);
         if (rc == 0)
-            same_frame(&b, wire_enc_stop(&b, text), type, body, len);
+            same_frame(&b, wire_enc_resume(&b, text), type, body, len);
         break;
     }
     case WIRE_T_ERROR: {
@@ -459,7 +468,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The stream as the body of each type, ending where the input ends. */
     static const uint16_t types[] = {WIRE_T_HELLO,   WIRE_T_AUTH, WIRE_T_RECORDS,     WIRE_T_CHALLENGE, WIRE_T_WELCOME,
                                      WIRE_T_ACK,     WIRE_T_TAG_REQUEST, WIRE_T_STOP, WIRE_T_ERROR,
-                                     WIRE_T_RESYNC_REQUEST, WIRE_T_RESYNC_ACK, WIRE_T_RESYNC_SUMS};
+                                     WIRE_T_RESYNC_REQUEST, WIRE_T_RESYNC_ACK, WIRE_T_RESYNC_SUMS, WIRE_T_RESUME};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (len <= wire_body_limit(types[i]))
             check_body(types[i], len ? stream : NULL, len);

@@ -286,7 +286,10 @@ static int gen_wire(const char *dir)
         (rc = wire_seed(dir, "tag-request", 0, &b)) != 0)
         goto out;
     rc = -ENOMEM;
-    if (wire_enc_stop(&b, "planned failover") != 0 || (rc = wire_seed(dir, "stop", 0, &b)) != 0)
+    if (wire_enc_stop(&b, 41, "final-41", "planned failover") != 0 || (rc = wire_seed(dir, "stop", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_resume(&b, "planned failover cancelled") != 0 || (rc = wire_seed(dir, "resume", 0, &b)) != 0)
         goto out;
     rc = -ENOMEM;
     if (wire_enc_error(&b, WIRE_E_SEQUENCE, "expected sequence 6, got 9") != 0 ||
@@ -315,7 +318,8 @@ static int gen_wire(const char *dir)
     /* Frames back to back, in pieces of up to 17 bytes. */
     rc = -ENOMEM;
     if (wire_enc_ack(&b, 6) != 0 || wire_enc_tag_request(&b, WIRE_TAG_CRASH, 13, "t13") != 0 ||
-        wire_enc_stop(&b, "") != 0 || (rc = wire_seed(dir, "stream", 0x04, &b)) != 0)
+        wire_enc_stop(&b, 14, "t14", "") != 0 || wire_enc_resume(&b, "") != 0 ||
+        wire_enc_stop(&b, UINT64_MAX, "again", "second stop") != 0 || (rc = wire_seed(dir, "stream", 0x04, &b)) != 0)
         goto out;
     rc = 0;
 

@@ -110,7 +110,16 @@ typedef struct ingest_options {
     /* Block sums for agents' resync requests (copied); NULL: a resync
      * request gets ERROR `internal`. */
     const ingest_resync_provider_t *resync;
+    /* Machines retired before this start (ingest_retire_machine), from the
+     * caller's persistent state; the names are copied. Their agents are
+     * refused with `stopped` as if retired now, with the reason
+     * INGEST_RETIRED_REASON. */
+    const char *const *retired;
+    size_t nretired;
 } ingest_options_t;
+
+/* The ERROR text an agent of a machine in ingest_options_t.retired gets. */
+#define INGEST_RETIRED_REASON "the machine was retired (its failover was committed)"
 
 /*
  * Rebuild each machine's state from opts->known and the journal (its disks,
@@ -152,6 +161,8 @@ typedef struct ingest_machine_info {
     unsigned resyncing;   /* disks whose resync is open */
     uint64_t durable_seq; /* the last stream sequence held durably */
     int connected;        /* an agent is streaming now (1) or not (0) */
+    int stopped;          /* its agent was asked to stop (ingest_request_stop), no resume since */
+    int retired;          /* its replication was stopped for good (ingest_retire_machine) */
 } ingest_machine_info_t;
 
 /* "new", "initial-copy", "protected" or "resync". */
@@ -186,6 +197,67 @@ int ingest_machine_state(const ingest_t *ig, const char *name, ingest_machine_in
  * then closed and the agent reconnects).
  */
 int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint64_t id, const char *name);
+
+/*
+ * Planned failover, from the source's side: STOP (id, name, reason) to the
+ * machine's agent. The agent refuses new writes from then on (the tap
+ * agent: EPERM to its NBD clients), waits until every write it accepted
+ * before is in its stream, appends a crash tag with this id and name (the
+ * final tag) and goes on sending until everything is acknowledged, still
+ * connected (docs/agent-protocol.md, "Stop and resume"). Once the points
+ * stage has processed that tag, the machine's stream is complete: the point
+ * at the tag is the source disk, byte for byte. 0 means sent, as for
+ * ingest_request_tag; the tag arrives in the stream.
+ *
+ * Ingest remembers the STOP until ingest_request_resume or
+ * ingest_retire_machine (not across restarts): each later session of the
+ * machine gets it again right after its WELCOME, so an agent that lost its
+ * session (or restarted) before the STOP reached it stops too, and appends
+ * the final tag again, after whatever it accepted meanwhile. The latest
+ * tag with the id is the final one. A second STOP while stopped (a new id
+ * and name) gives another tag, later in the stream, with nothing between.
+ *
+ * Returns 0 when sent (or, for a session authenticated and waiting for its
+ * WELCOME, to be sent right after it); TM_EINVAL when name is not a wire
+ * name (reason is cut to WIRE_MAX_TEXT bytes; NULL is ""); TM_ENOTFOUND for
+ * a machine neither registered nor known from the journal; -ENOTCONN when
+ * no agent of the machine is connected and authenticated, or the machine
+ * is retired (nothing is remembered then); -ENOMEM, or a libuv error when
+ * the frame could not be queued (the session is then closed, nothing is
+ * remembered).
+ */
+int ingest_request_stop(ingest_t *ig, const char *machine, uint64_t id, const char *name, const char *reason);
+
+/*
+ * Cancel a STOP: RESUME to the machine's agent, which takes writes again
+ * (an agent that is not stopped does nothing). Also remembered: each later
+ * session of the machine gets RESUME after its WELCOME, so an agent still
+ * stopped from a lost session resumes too.
+ *
+ * Returns 0 when sent (or due right after a WELCOME); TM_EINVAL for a NULL
+ * machine; TM_ENOTFOUND as for ingest_request_stop; -ENOTCONN when no agent
+ * is connected and authenticated, or the machine is retired; the machine
+ * is marked resumed all the same (unless retired), so its next session
+ * hears it. -ENOMEM or a libuv error as for ingest_request_stop.
+ */
+int ingest_request_resume(ingest_t *ig, const char *machine);
+
+/*
+ * Stop the machine's replication for good (a committed failover). Its
+ * session, if any, takes nothing more: frames it sends from now on are
+ * dropped; once every batch it sent before is durable it gets the ACK for
+ * them and then ERROR `stopped` with reason, and is closed. From then on
+ * every session of the machine that authenticates gets ERROR `stopped`
+ * with reason (an agent without the machine's secret learns nothing:
+ * `auth`, as for any machine), so nothing more of it reaches the journal.
+ * Until the next start only: `tidemark serve` keeps the list and passes it
+ * as ingest_options_t.retired. reason is cut to WIRE_MAX_TEXT bytes (NULL
+ * or "": INGEST_RETIRED_REASON); a second call replaces it.
+ *
+ * Returns 0; TM_EINVAL for a NULL machine; TM_ENOTFOUND for a machine
+ * neither registered nor known from the journal; -ENOMEM.
+ */
+int ingest_retire_machine(ingest_t *ig, const char *machine, const char *reason);
 
 typedef void (*ingest_stopped_cb)(void *arg);
 

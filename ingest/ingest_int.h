@@ -31,6 +31,19 @@
 typedef struct ig_conn ig_conn_t;
 typedef struct ig_resync ig_resync_t;
 
+/* What a machine's next session is told after its WELCOME (control.c). */
+typedef enum {
+    IG_STOP_NONE = 0, /* nothing asked since start */
+    IG_STOP_STOPPED,  /* STOP again, with the same final tag */
+    IG_STOP_RESUMED,  /* RESUME: an agent still stopped from before takes writes again */
+} ig_stop_t;
+
+/* A machine whose replication stopped for good (control.c). */
+typedef struct ig_retired {
+    char name[WIRE_MAX_NAME + 1];
+    char reason[WIRE_MAX_TEXT + 1];
+} ig_retired_t;
+
 /* A protected machine as ingest knows it: from the journal and from
  * sessions. Lives as long as the server. */
 typedef struct ig_machine {
@@ -45,6 +58,12 @@ typedef struct ig_machine {
     ig_conn_t *conn;        /* the session that owns the stream, if any */
     bool ack_due;           /* durable_seq moved: send an ACK this turn */
     struct ig_machine *ack_next;
+    /* the appliance's requests (control.c) */
+    bool retired;           /* replication stopped for good: nothing more of it is journaled */
+    ig_stop_t stop;
+    uint64_t stop_id;       /* the final tag of the last STOP */
+    char stop_name[WIRE_MAX_NAME + 1];
+    char stop_reason[WIRE_MAX_TEXT + 1];
 } ig_machine_t;
 
 /* One journal append, alive until its completion was handled on the loop. */
@@ -135,6 +154,9 @@ struct ingest {
     unsigned inflight;     /* appends not yet handled on the loop */
     uint64_t queued_bytes; /* their payload bytes */
     bool paused;           /* over the budget: streaming sessions do not read */
+    /* machines retired (control.c), from the options and since */
+    ig_retired_t *retired;
+    size_t nretired, cap_retired;
     /* resync: the block-sum provider and its calls not done yet */
     ingest_resync_provider_t provider;
     bool has_provider;
@@ -167,6 +189,18 @@ void ig_conn_append_done(ig_append_t *a);  /* on the loop, in LSN order */
  * unknown and the file changed since it was read (machines added while
  * serving); NULL when not registered. */
 const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name);
+
+/* control.c */
+const ig_retired_t *ig_retired_find(const ingest_t *ig, const char *name);
+/* The options' retired machines, after the rebuild; 0, TM_EINVAL or -ENOMEM
+ * with err filled. */
+int ig_retired_init(ingest_t *ig, const ingest_options_t *opts, char *err, size_t errlen);
+void ig_retired_free(ingest_t *ig);
+/* c was just welcomed: tell it what the appliance asked of its machine. */
+void ig_control_welcomed(ig_conn_t *c);
+/* m's appends settled and m is retired: its session gets the ACK it is
+ * due, then ERROR stopped. */
+void ig_control_retire_conn(ig_machine_t *m);
 
 /* resync.c */
 void ig_resync_request(ig_conn_t *c); /* a RESYNC_REQUEST frame is in c->dec */

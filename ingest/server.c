@@ -574,6 +574,7 @@ static void ig__free(ingest_t *ig)
     for (unsigned i = 0; i < ig->npool; i++)
         tm_free(ig->pool[i]);
     ig_machines_free(ig);
+    ig_retired_free(ig);
     ingest_registry_free(&ig->reg);
     pthread_mutex_destroy(&ig->mu);
     tm_free(ig->readbuf);
@@ -662,6 +663,8 @@ int ingest_start(uv_loop_t *loop, jnl_t *jnl, const ingest_options_t *opts, inge
         goto out_oom;
     }
     rc = ig_rebuild(ig, opts, err, errlen);
+    if (rc == 0)
+        rc = ig_retired_init(ig, opts, err, errlen);
     if (rc) {
         ig__free(ig);
         return rc;

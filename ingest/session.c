@@ -137,11 +137,16 @@ static void ig__welcome(ig_conn_t *c)
     c->deadline_ns = 0;
     c->unacked_raw = 0;
     ig_conn_update_reading(c);
+    /* A STOP or RESUME the appliance asked for goes to every new session. */
+    ig_control_welcomed(c);
 }
 
 void ig_conn_settled(ig_machine_t *m)
 {
-    if (m->conn && m->conn->state == IG_ST_WAIT)
+    /* A retired machine's session goes once what it sent is durable. */
+    if (m->retired)
+        ig_control_retire_conn(m);
+    else if (m->conn && m->conn->state == IG_ST_WAIT)
         ig__welcome(m->conn);
 }
 
@@ -254,6 +259,14 @@ static void ig__on_auth(ig_conn_t *c)
     OPENSSL_cleanse(c->secret, sizeof c->secret);
     if (!ok) {
         ig_conn_fail(c, WIRE_E_AUTH, "unknown machine or wrong secret");
+        return;
+    }
+    /* Only after authentication: nobody learns which names are retired
+     * without the machine's secret. Before the machine's table entry, so
+     * that nothing of it (not even a disks record) reaches the journal. */
+    const ig_retired_t *rt = ig_retired_find(ig, c->hello->machine);
+    if (rt) {
+        ig_conn_fail(c, WIRE_E_STOPPED, "%s", rt->reason);
         return;
     }
     ig_machine_t *m = ig_machine_get(ig, c->hello->machine);
@@ -424,6 +437,10 @@ void ig_conn_frame(ig_conn_t *c)
         ig__on_auth(c);
         return;
     case IG_ST_STREAM:
+        /* Retired: it is closed once what it sent before is durable;
+         * nothing it sends from now on is kept or answered. */
+        if (c->m && c->m->retired)
+            return;
         if (type == WIRE_T_RECORDS)
             ig__on_records(c);
         else if (type == WIRE_T_RESYNC_REQUEST)
@@ -442,41 +459,4 @@ void ig_conn_frame(ig_conn_t *c)
     }
     static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS, RESYNC_REQUEST or RESYNC_ACK"};
     ig_conn_fail(c, WIRE_E_PROTOCOL, "expected %s, got frame type 0x%x", want[c->state], type);
-}
-
-/* ---- requests from the appliance ------------------------------------------- */
-
-int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint64_t id, const char *name)
-{
-    char who[160];
-    wire_buf_t b = {0};
-
-    if (!machine || !name || !wire_name_ok(name) || (tag_kind != WIRE_TAG_CRASH && tag_kind != WIRE_TAG_APP))
-        return TM_EINVAL;
-    ig_machine_t *m = wire_name_ok(machine) ? ig_machine_find(ig, machine) : NULL;
-    if (!m) {
-        /* Registered but never connected since the journal began: it exists,
-         * its agent is just not here. */
-        if (wire_name_ok(machine) && ig_registry_lookup(ig, machine))
-            return TM_ECLOSED;
-        return TM_ENOTFOUND;
-    }
-    /* Only a welcomed session: before WELCOME the agent does not know where
-     * its stream resumes, and a tag must take a place in it. */
-    ig_conn_t *c = m->conn;
-    if (!c || c->state != IG_ST_STREAM)
-        return TM_ECLOSED;
-    int rc = wire_enc_tag_request(&b, tag_kind, id, name);
-    if (rc == 0)
-        rc = ig_conn_send(c, &b);
-    wire_buf_free(&b);
-    if (rc != 0) {
-        /* A session we cannot write to is of no use: the agent reconnects. */
-        if (c->state == IG_ST_STREAM)
-            ig_conn_fail(c, WIRE_E_INTERNAL, "cannot send a tag request: %s", tm_strerror(rc));
-        return rc;
-    }
-    tm_info("ingest: %s: asked for %s tag '%s' (id %" PRIu64 ")", ig_conn_who(c, who, sizeof who),
-            tag_kind == WIRE_TAG_APP ? "an app" : "a crash", name, id);
-    return 0;
 }

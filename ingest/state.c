@@ -122,6 +122,8 @@ static void ig__info(const ig_machine_t *m, ingest_machine_info_t *out)
                                               : INGEST_MACHINE_PROTECTED;
     out->durable_seq = m->durable_seq;
     out->connected = m->conn != NULL;
+    out->stopped = m->stop == IG_STOP_STOPPED;
+    out->retired = m->retired;
 }
 
 const char *ingest_machine_state_name(ingest_machine_state_t s)

@@ -206,19 +206,54 @@ int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uin
     return rc;
 }
 
-int wire_enc_stop(wire_buf_t *b, const char *reason)
+int wire_enc_stop(wire_buf_t *b, uint64_t id, const char *name, const char *reason)
 {
+    if (!reason)
+        reason = "";
+    /* What the decoder would refuse is never sent: the name goes into the
+     * agent's tag record, and a cut reason would say something else. */
+    if (!name || !wire_name_ok(name) || strlen(reason) > WIRE_MAX_TEXT)
+        return -1;
     size_t f = wire_frame_begin(b, WIRE_T_STOP);
+    wire_put_u64(b, id);
+    wire_put_str(b, name);
     wire_put_str(b, reason);
     return wire_frame_end(b, f);
 }
 
-int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen)
+int wire_dec_stop(const uint8_t *body, size_t len, wire_stop_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
+    m->id = wire_get_u64(&r);
+    wire_get_str(&r, m->name, WIRE_MAX_NAME);
+    wire_get_str(&r, m->reason, WIRE_MAX_TEXT);
+    int rc = wire__finish(&r, "stop", reason, rlen);
+    /* the name goes into a tag record, where only names pass */
+    if (rc == 0 && !wire_name_ok(m->name))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "stop: final tag name is not 1-%u of [A-Za-z0-9._-]",
+                          WIRE_MAX_NAME);
+    return rc;
+}
+
+int wire_enc_resume(wire_buf_t *b, const char *reason)
+{
+    if (!reason)
+        reason = "";
+    if (strlen(reason) > WIRE_MAX_TEXT)
+        return -1;
+    size_t f = wire_frame_begin(b, WIRE_T_RESUME);
+    wire_put_str(b, reason);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_resume(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen)
 {
     wire_rd_t r;
     wire_rd_init(&r, body, len);
     wire_get_str(&r, text, WIRE_MAX_TEXT);
-    return wire__finish(&r, "stop", reason, rlen);
+    return wire__finish(&r, "resume", reason, rlen);
 }
 
 int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text)

@@ -32,7 +32,10 @@
  *              stored_len are the sums.
  *   ACK        u64 durable_seq (every record up to it is durable)
  *   TAG_REQUEST u8 tag_kind, u64 id, str name
- *   STOP       str reason
+ *   STOP       u64 id, str name (a wire name), str reason: take no new writes;
+ *              once every write accepted before is in the stream, append a
+ *              crash tag with this id and name (the final tag)
+ *   RESUME     str reason: take writes again (nothing when not stopped)
  *   RESYNC_REQUEST  u16 disk, u16 reserved (0), u32 block_size (a power of two,
  *              WIRE_RESYNC_MIN_BLOCK..WIRE_RESYNC_MAX_BLOCK), u64 first_block:
  *              send the sums of disk's blocks from first_block to its end
@@ -127,6 +130,12 @@ typedef struct wire_error {
     char text[WIRE_MAX_TEXT + 1];
 } wire_error_t;
 
+typedef struct wire_stop {
+    uint64_t id;                    /* the final tag's id */
+    char name[WIRE_MAX_NAME + 1];   /* the final tag's name: passes wire_name_ok */
+    char reason[WIRE_MAX_TEXT + 1]; /* for the agent's log */
+} wire_stop_t;
+
 /* RESYNC_SUMS flags */
 #define WIRE_SUMS_LAST 1u /* the disk's last block is in this frame (or first_block is past it) */
 
@@ -161,7 +170,10 @@ int wire_enc_auth(wire_buf_t *b, const uint8_t mac[WIRE_MAC_LEN]);
 int wire_enc_welcome(wire_buf_t *b, const wire_welcome_t *m);
 int wire_enc_ack(wire_buf_t *b, uint64_t durable_seq);
 int wire_enc_tag_request(wire_buf_t *b, uint8_t tag_kind, uint64_t id, const char *name);
-int wire_enc_stop(wire_buf_t *b, const char *reason);
+/* STOP: -1 also for a name that is not a wire name or a reason over
+ * WIRE_MAX_TEXT bytes (NULL: ""); RESUME likewise for its reason. */
+int wire_enc_stop(wire_buf_t *b, uint64_t id, const char *name, const char *reason);
+int wire_enc_resume(wire_buf_t *b, const char *reason);
 int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text);
 int wire_enc_resync_request(wire_buf_t *b, const wire_resync_request_t *m);
 int wire_enc_resync_sums(wire_buf_t *b, const wire_resync_sums_t *m);
@@ -180,7 +192,8 @@ int wire_dec_ack(const uint8_t *body, size_t len, uint64_t *durable_seq, char *r
 int wire_dec_error(const uint8_t *body, size_t len, wire_error_t *m, char *reason, size_t rlen);
 int wire_dec_tag_request(const uint8_t *body, size_t len, uint8_t *tag_kind, uint64_t *id,
                          char name[WIRE_MAX_NAME + 1], char *reason, size_t rlen);
-int wire_dec_stop(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
+int wire_dec_stop(const uint8_t *body, size_t len, wire_stop_t *m, char *reason, size_t rlen);
+int wire_dec_resume(const uint8_t *body, size_t len, char text[WIRE_MAX_TEXT + 1], char *reason, size_t rlen);
 int wire_dec_resync_request(const uint8_t *body, size_t len, wire_resync_request_t *m, char *reason, size_t rlen);
 /* m->raw points into body afterwards: the sums are valid while body is. */
 int wire_dec_resync_sums(const uint8_t *body, size_t len, wire_resync_sums_t *m, char *reason, size_t rlen);

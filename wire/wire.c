@@ -43,7 +43,9 @@ uint32_t wire_body_limit(uint16_t type)
     case WIRE_T_WELCOME: return 8 + 4 + 4 + 2 + WIRE_MAX_DISKS;
     case WIRE_T_ACK: return 8;
     case WIRE_T_TAG_REQUEST: return 16 + 256;
-    case WIRE_T_STOP: return 256;
+    /* id, then a name and a text of at most their limits */
+    case WIRE_T_STOP: return 8 + (1 + WIRE_MAX_NAME) + (1 + WIRE_MAX_TEXT);
+    case WIRE_T_RESUME: return 1 + WIRE_MAX_TEXT;
     case WIRE_T_RESYNC_REQUEST: return WIRE_RESYNC_REQUEST_LEN;
     case WIRE_T_RESYNC_ACK: return WIRE_RESYNC_ACK_LEN;
     case WIRE_T_RESYNC_SUMS: return WIRE_RESYNC_SUMS_HDR_LEN + 8u * WIRE_MAX_SUMS;

@@ -2,7 +2,8 @@
  * The agent protocol, version 1: frames between an agent and the appliance.
  * A leaf module: the agent and the server both link it, and it depends on
  * nothing but base/ and xxHash. docs/agent-protocol.md is the prose version;
- * change both together and bump WIRE_VERSION with any change.
+ * change both together and bump WIRE_VERSION with any change once version 1
+ * is released (until then a change is noted in the document's status).
  *
  * Every frame: a 16-byte header, then body_len bytes of body.
  *
@@ -62,6 +63,7 @@ typedef enum wire_type {
     WIRE_T_TAG_REQUEST = 0x84,
     WIRE_T_STOP = 0x85,
     WIRE_T_RESYNC_SUMS = 0x86,
+    WIRE_T_RESUME = 0x87,
     /* either way */
     WIRE_T_ERROR = 0xff,
 } wire_type_t;
@@ -79,7 +81,7 @@ typedef enum wire_err {
     WIRE_E_RANGE = 9,      /* I/O outside a disk, or unaligned */
     WIRE_E_DISKS = 10,     /* disks differ from the machine's registration */
     WIRE_E_INTERNAL = 11,  /* the server could not keep the data (journal failure) */
-    WIRE_E_STOPPED = 12,   /* replication of the machine was stopped */
+    WIRE_E_STOPPED = 12,   /* replication of the machine was stopped for good (retired) */
 } wire_err_t;
 
 const char *wire_err_name(int code);

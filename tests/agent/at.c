@@ -75,7 +75,7 @@ void at_spawn(at_child_t *c, const char *const *args)
     int outp[2], errp[2];
     const char *argv[40];
     unsigned n = 0;
-    bool external = args[0][0] == '/' || strcmp(args[0], "qemu-io") == 0;
+    bool external = args[0][0] == '/' || strncmp(args[0], "qemu-", 5) == 0 || strcmp(args[0], "nbdcopy") == 0;
     memset(c, 0, sizeof *c);
     if (!external)
         argv[n++] = "tidemark";
@@ -244,10 +244,7 @@ void at_serve(at_child_t *c, const char *data, const char *addr, char *out)
     out[n] = '\0';
 }
 
-/* Call fn for each record of machine's batches in the journal, in order. */
-typedef void (*rec_fn)(uint64_t seq, const wire_entry_t *e, void *arg);
-
-static void walk_journal(const char *data, const char *machine, rec_fn fn, void *arg)
+void at_walk_journal(const char *data, const char *machine, at_rec_fn fn, void *arg)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/journal", data);
@@ -310,7 +307,7 @@ static void check_replay_rec(uint64_t seq, const wire_entry_t *e, void *arg)
 void at_check_replay_journal(const char *data, const char *machine, const agent_workload_t *w, uint64_t last)
 {
     replay_check_t c = {.w = w, .next = 1, .buf = tm_malloc(w->bs_max)};
-    walk_journal(data, machine, check_replay_rec, &c);
+    at_walk_journal(data, machine, check_replay_rec, &c);
     cr_assert_eq(c.next, last + 1, "the journal ends at sequence %llu, expected %llu",
                  (unsigned long long)c.next - 1, (unsigned long long)last);
     tm_free(c.buf);
@@ -345,6 +342,19 @@ static void check_tap_rec(uint64_t seq, const wire_entry_t *e, void *arg)
 void at_check_tap_journal(const char *data, const char *machine, const at_write_t *want, unsigned n)
 {
     tap_check_t c = {.want = want, .n = n, .next = 1};
-    walk_journal(data, machine, check_tap_rec, &c);
+    at_walk_journal(data, machine, check_tap_rec, &c);
     cr_assert_eq(c.i, n, "found %u of the %u writes", c.i, n);
+}
+
+void at_apply(uint8_t *disk, uint64_t size, const wire_entry_t *e)
+{
+    if (e->kind != WIRE_R_WRITE && e->kind != WIRE_R_ZERO && e->kind != WIRE_R_TRIM)
+        return;
+    cr_assert(e->disk == 0 && e->offset <= size && e->length <= size - e->offset,
+              "a record past the disk: disk %u, %u bytes at %llu", e->disk, e->length,
+              (unsigned long long)e->offset);
+    if (e->kind == WIRE_R_WRITE)
+        memcpy(disk + e->offset, e->data, e->length);
+    else
+        memset(disk + e->offset, 0, e->length); /* a trimmed range reads as zeros, as the appliance serves it */
 }

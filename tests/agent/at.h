@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "agent/replay.h"
+#include "wire/msg.h"
 
 typedef struct at_child {
     pid_t pid; /* 0 once reaped */
@@ -43,6 +44,15 @@ void at_machine_add(const char *data, const char *name, const char *secret_path)
 /* Start `tidemark serve --data DATA --agents addr`; the bound address into
  * out (64 bytes). */
 void at_serve(at_child_t *c, const char *data, const char *addr, char *out);
+
+/* Call fn for each record of machine's batches in the journal of data (the
+ * server stopped), in stream order; e->data points at a write's raw bytes. */
+typedef void (*at_rec_fn)(uint64_t seq, const wire_entry_t *e, void *arg);
+void at_walk_journal(const char *data, const char *machine, at_rec_fn fn, void *arg);
+
+/* Apply a write, zero or trim record of disk 0 to disk (size bytes), as the
+ * appliance rebuilds a disk; other kinds change nothing. */
+void at_apply(uint8_t *disk, uint64_t size, const wire_entry_t *e);
 
 /* Check the journal: the batches of machine hold records first..last exactly
  * once each, in order, each equal to the generator's. */

@@ -513,24 +513,133 @@ Test(tag_request, name_rule)
     }
 }
 
-static void check_text(const uint8_t *body, size_t len, void *arg)
+struct stop_want {
+    uint64_t id;
+    const char *name;
+    const char *reason;
+};
+
+static void check_stop(const uint8_t *body, size_t len, void *arg)
 {
-    char text[WIRE_MAX_TEXT + 1];
+    const struct stop_want *want = arg;
+    wire_stop_t got;
+    memset(&got, 0xee, sizeof got);
     char reason[256] = "";
-    cr_assert_eq(wire_dec_stop(body, len, text, reason, sizeof reason), 0, "%s", reason);
-    cr_assert_str_eq(text, arg);
+    cr_assert_eq(wire_dec_stop(body, len, &got, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_eq(got.id, want->id);
+    cr_assert_str_eq(got.name, want->name);
+    cr_assert_str_eq(got.reason, want->reason);
 }
 
 Test(stop, roundtrip)
 {
-    char t[WIRE_MAX_TEXT + 1];
-    const char *texts[] = {"", "planned failover to site B", repeat(t, 'r', WIRE_MAX_TEXT)};
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    char n[WIRE_MAX_NAME + 1], t[WIRE_MAX_TEXT + 1];
+    struct stop_want w[] = {{0, "f", ""},
+                            {41, "final-41", "planned failover to site B"},
+                            {UINT64_MAX, repeat(n, 'f', WIRE_MAX_NAME), repeat(t, 'r', WIRE_MAX_TEXT)}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
         wire_buf_t b = {0};
-        cr_assert_eq(wire_enc_stop(&b, texts[i]), 0);
-        wt_roundtrip(&b, WIRE_T_STOP, check_text, (void *)texts[i]);
+        cr_assert_eq(wire_enc_stop(&b, w[i].id, w[i].name, w[i].reason), 0);
+        wt_roundtrip(&b, WIRE_T_STOP, check_stop, &w[i]);
         wire_buf_free(&b);
     }
+    /* NULL reason: empty */
+    wire_buf_t b = {0};
+    struct stop_want empty = {7, "x", ""};
+    cr_assert_eq(wire_enc_stop(&b, 7, "x", NULL), 0);
+    wt_roundtrip(&b, WIRE_T_STOP, check_stop, &empty);
+    wire_buf_free(&b);
+}
+
+Test(stop, layout_is_id_name_reason)
+{
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_stop(&b, 0x0102030405060708ull, "ab", "why"), 0);
+    static const uint8_t want[] = {0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 2, 'a', 'b', 3, 'w', 'h', 'y'};
+    cr_assert_eq(wt_body_len(&b), sizeof want);
+    cr_assert(memcmp(wt_body(&b), want, sizeof want) == 0);
+    cr_assert_eq(tm_get16(b.data), 0x85);
+    wire_buf_free(&b);
+}
+
+/* The final tag's name becomes a tag record: only names pass, as for
+ * TAG_REQUEST; the encoder will not even make such a frame. */
+Test(stop, name_rule)
+{
+    char n[WIRE_MAX_NAME + 2];
+    for (size_t i = 0; i < NBAD + 1; i++) {
+        const char *name = i < NBAD ? bad_names[i] : repeat(n, 't', WIRE_MAX_NAME + 1);
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_stop(&b, 1, name, "r"), -1, "name '%s' encoded", name);
+        cr_assert_eq(b.len, 0);
+        /* by hand */
+        size_t f = wire_frame_begin(&b, WIRE_T_STOP);
+        wire_put_u64(&b, 1);
+        wire_put_str(&b, name);
+        wire_put_str(&b, "r");
+        cr_assert_eq(wire_frame_end(&b, f), 0);
+        wt_expect(WIRE_T_STOP, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
+        wire_buf_free(&b);
+    }
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_stop(&b, 1, NULL, "r"), -1);
+    wire_buf_free(&b);
+}
+
+Test(stop, reason_over_the_limit)
+{
+    char t[WIRE_MAX_TEXT + 2];
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_stop(&b, 1, "f", repeat(t, 'r', WIRE_MAX_TEXT + 1)), -1);
+    cr_assert_eq(wire_enc_resume(&b, t), -1);
+    cr_assert_eq(b.len, 0);
+    wire_buf_free(&b);
+}
+
+Test(stop, the_old_layout_is_refused)
+{
+    /* Before the final tag, STOP was `str reason` alone: such a body is
+     * read as an id and a name that are not there. */
+    wire_buf_t b = {0};
+    wt_frame_raw(&b, WIRE_T_STOP, 0, "\x10planned failover", 17);
+    wt_expect(WIRE_T_STOP, wt_body(&b), wt_body_len(&b), WIRE_E_PROTOCOL, NULL);
+    wire_buf_free(&b);
+}
+
+static void check_resume(const uint8_t *body, size_t len, void *arg)
+{
+    char text[WIRE_MAX_TEXT + 1];
+    char reason[256] = "";
+    cr_assert_eq(wire_dec_resume(body, len, text, reason, sizeof reason), 0, "%s", reason);
+    cr_assert_str_eq(text, arg);
+}
+
+Test(resume, roundtrip)
+{
+    char t[WIRE_MAX_TEXT + 1];
+    const char *texts[] = {"", "planned failover cancelled", repeat(t, 'r', WIRE_MAX_TEXT)};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        wire_buf_t b = {0};
+        cr_assert_eq(wire_enc_resume(&b, texts[i]), 0);
+        cr_assert_eq(tm_get16(b.data), 0x87);
+        wt_roundtrip(&b, WIRE_T_RESUME, check_resume, (void *)texts[i]);
+        wire_buf_free(&b);
+    }
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_resume(&b, NULL), 0);
+    wt_roundtrip(&b, WIRE_T_RESUME, check_resume, "");
+    wire_buf_free(&b);
+}
+
+Test(resume, bad_text)
+{
+    /* a NUL inside the text, and a length past the body */
+    static const uint8_t nul[] = {3, 'a', 0, 'b'};
+    wt_expect(WIRE_T_RESUME, nul, sizeof nul, WIRE_E_PROTOCOL, NULL);
+    static const uint8_t past[] = {9, 'a', 'b'};
+    wt_expect(WIRE_T_RESUME, past, sizeof past, WIRE_E_PROTOCOL, NULL);
+    /* an empty body has no text at all */
+    wt_expect(WIRE_T_RESUME, NULL, 0, WIRE_E_PROTOCOL, NULL);
 }
 
 struct err_want {
@@ -590,7 +699,8 @@ static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
     NEXT(WIRE_T_WELCOME, wire_enc_welcome(b, &w));
     NEXT(WIRE_T_ACK, wire_enc_ack(b, 7));
     NEXT(WIRE_T_TAG_REQUEST, wire_enc_tag_request(b, WIRE_TAG_GROUP, 9, "grp"));
-    NEXT(WIRE_T_STOP, wire_enc_stop(b, "stop"));
+    NEXT(WIRE_T_STOP, wire_enc_stop(b, 5, "final", "stop"));
+    NEXT(WIRE_T_RESUME, wire_enc_resume(b, "go on"));
     NEXT(WIRE_T_ERROR, wire_enc_error(b, WIRE_E_SEQUENCE, "gap"));
 #undef NEXT
     starts[n] = b->len;

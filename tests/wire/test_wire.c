@@ -26,8 +26,9 @@ static const struct {
 } known[] = {
     {WIRE_T_HELLO, 5128},         {WIRE_T_AUTH, 32},       {WIRE_T_RECORDS, (4u << 20) + (64u << 10)},
     {WIRE_T_CHALLENGE, 288},      {WIRE_T_WELCOME, 82},    {WIRE_T_ACK, 8},
-    {WIRE_T_TAG_REQUEST, 272},    {WIRE_T_STOP, 256},      {WIRE_T_ERROR, 258},
+    {WIRE_T_TAG_REQUEST, 272},    {WIRE_T_STOP, 328},      {WIRE_T_ERROR, 258},
     {WIRE_T_RESYNC_REQUEST, 16},  {WIRE_T_RESYNC_ACK, 4},  {WIRE_T_RESYNC_SUMS, 32 + 8 * 4096},
+    {WIRE_T_RESUME, 256},
 };
 #define NKNOWN (sizeof known / sizeof known[0])
 
@@ -125,7 +126,7 @@ Test(wire, body_limits_are_the_documented_ones)
     for (size_t i = 0; i < NKNOWN; i++)
         cr_assert_eq(wire_body_limit(known[i].type), known[i].limit, "type 0x%x: limit %u, want %u", known[i].type,
                      wire_body_limit(known[i].type), known[i].limit);
-    static const uint16_t unknown[] = {0x00, 0x06, 0x7f, 0x80, 0x87, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
+    static const uint16_t unknown[] = {0x00, 0x06, 0x7f, 0x80, 0x88, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         cr_assert_eq(wire_body_limit(unknown[i]), 0, "type 0x%x has a limit", unknown[i]);
     /* The named limits fit in the records limit: header, 1024 entries, 4 MiB. */
@@ -179,7 +180,7 @@ static void all_types_stream(wire_buf_t *b, size_t ends[NKNOWN])
     ends[k++] = b->len;
     cr_assert_eq(wire_enc_tag_request(b, WIRE_TAG_APP, 77, "nightly"), 0);
     ends[k++] = b->len;
-    cr_assert_eq(wire_enc_stop(b, "failover"), 0);
+    cr_assert_eq(wire_enc_stop(b, 12, "final-12", "failover"), 0);
     ends[k++] = b->len;
     cr_assert_eq(wire_enc_error(b, WIRE_E_BUSY, "machine db-01 already has a connection"), 0);
     ends[k++] = b->len;
@@ -192,6 +193,8 @@ static void all_types_stream(wire_buf_t *b, size_t ends[NKNOWN])
     wire_resync_sums_t rs = {.disk = 1, .flags = WIRE_SUMS_LAST, .block_size = 65536, .seq = 40, .first_block = 12,
                              .count = 3, .sums = sums};
     cr_assert_eq(wire_enc_resync_sums(b, &rs), 0);
+    ends[k++] = b->len;
+    cr_assert_eq(wire_enc_resume(b, "failover cancelled"), 0);
     ends[k++] = b->len;
     cr_assert_eq(k, NKNOWN);
 }
@@ -262,7 +265,7 @@ Test(wire, one_frame_per_call)
 Test(wire, empty_input_is_need_more_anywhere)
 {
     wire_buf_t b = {0};
-    cr_assert_eq(wire_enc_stop(&b, "bye"), 0);
+    cr_assert_eq(wire_enc_stop(&b, 1, "f", "bye"), 0);
     wire_decoder_t d;
     wire_decoder_init(&d);
     size_t used = 7;
@@ -357,7 +360,7 @@ static wire_status_t feed_hdr(wire_decoder_t *d, const uint8_t hdr[WIRE_HDR_LEN]
 
 Test(wire, unknown_type_is_refused)
 {
-    static const uint16_t types[] = {0x00, 0x06, 0x80, 0x87, 0xfe, 0x101, 0x183, 0xffff};
+    static const uint16_t types[] = {0x00, 0x06, 0x80, 0x88, 0xfe, 0x101, 0x183, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         uint8_t h[WIRE_HDR_LEN];
         put_hdr(h, types[i], 0, 0xffffffffu);
@@ -522,7 +525,7 @@ Test(wire, a_truncated_frame_is_never_handed_out)
 {
     wire_buf_t b = {0};
     cr_assert_eq(wire_enc_ack(&b, 1), 0);
-    cr_assert_eq(wire_enc_stop(&b, "maintenance window"), 0);
+    cr_assert_eq(wire_enc_stop(&b, 2, "f", "maintenance window"), 0);
     size_t first = WIRE_HDR_LEN + 8;
     for (size_t cut = first; cut < b.len; cut++) {
         wt_run_t run;
@@ -538,7 +541,7 @@ Test(wire, a_truncated_frame_is_never_handed_out)
 Test(wire, out_of_memory_for_a_body)
 {
     wire_buf_t b = {0};
-    cr_assert_eq(wire_enc_stop(&b, "x"), 0);
+    cr_assert_eq(wire_enc_stop(&b, 3, "f", "x"), 0);
     wt_alloc_install();
     wt_alloc_reset(0);
     wire_decoder_t d;
@@ -563,7 +566,7 @@ Test(wire, encoders_report_out_of_memory)
     wire_challenge_t c = {.server_id = "s"};
     wire_welcome_t w = {.next_seq = 1, .max_batch_data = 1};
     uint8_t mac[WIRE_MAC_LEN] = {0};
-    for (int which = 0; which < 9; which++) {
+    for (int which = 0; which < 10; which++) {
         wire_buf_t b = {0};
         wt_alloc_reset(0);
         int rc = -2;
@@ -576,9 +579,10 @@ Test(wire, encoders_report_out_of_memory)
         case 3: rc = wire_enc_welcome(&b, &w); break;
         case 4: rc = wire_enc_ack(&b, 1); break;
         case 5: rc = wire_enc_tag_request(&b, 1, 1, "t"); break;
-        case 6: rc = wire_enc_stop(&b, "s"); break;
+        case 6: rc = wire_enc_stop(&b, 4, "f", "s"); break;
         case 7: rc = wire_enc_error(&b, 1, "e"); break;
         case 8: rc = wire_enc_records(&b, 1, &e, 1, false); break;
+        case 9: rc = wire_enc_resume(&b, "r"); break;
         }
         cr_assert_eq(rc, -1, "encoder %d: %d without memory", which, rc);
         wt_alloc_reset(-1);

@@ -240,7 +240,11 @@ int wt_dec_any(uint16_t type, const uint8_t *body, size_t len, char *reason, siz
     case WIRE_T_WELCOME: return wire_dec_welcome(body, len, &wel, reason, rlen);
     case WIRE_T_ACK: return wire_dec_ack(body, len, &u64, reason, rlen);
     case WIRE_T_TAG_REQUEST: return wire_dec_tag_request(body, len, &kind, &u64, name, reason, rlen);
-    case WIRE_T_STOP: return wire_dec_stop(body, len, text, reason, rlen);
+    case WIRE_T_STOP: {
+        wire_stop_t st;
+        return wire_dec_stop(body, len, &st, reason, rlen);
+    }
+    case WIRE_T_RESUME: return wire_dec_resume(body, len, text, reason, rlen);
     case WIRE_T_ERROR: return wire_dec_error(body, len, &er, reason, rlen);
     case WIRE_T_RESYNC_REQUEST: {
         wire_resync_request_t q;
