@@ -19,7 +19,20 @@
 #include "base/mem.h"
 #include "target/image.h"
 
-typedef enum { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED } job_state_t;
+typedef enum { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED } job_state_t;
+
+/* One machine of a job over machines (api_jobs_run). */
+typedef struct job_machine {
+    char name[WIRE_MAX_NAME + 1];
+    api_step_state_t step[API_JOB_MAX_STEPS];
+    char detail[API_JOB_MAX_STEPS][160];
+    bool failed;
+    char err_code[32];
+    char err_msg[512];
+    bool has_point;
+    pts_point_t point;
+    json_t *exports;
+} job_machine_t;
 
 typedef struct job {
     struct job *next; /* newer to older */
@@ -41,6 +54,16 @@ typedef struct job {
     char err_code[32];
     char err_msg[512];
     uint64_t disk_base; /* bytes of the disks before the current one */
+    /* api_jobs_run */
+    api_job_fn fn;
+    void *fn_arg;
+    void (*free_arg)(void *);
+    bool cancellable;
+    bool cancelled_ok;
+    size_t nsteps;
+    const char *steps[API_JOB_MAX_STEPS];
+    size_t nm;
+    job_machine_t *ms;
 } job_t;
 
 struct api_jobs {
@@ -70,6 +93,9 @@ static void job_free(job_t *j)
 {
     json_decref(j->files);
     json_decref(j->exports);
+    for (size_t i = 0; i < j->nm; i++)
+        json_decref(j->ms[i].exports);
+    tm_free(j->ms);
     tm_free(j);
 }
 
@@ -294,7 +320,66 @@ void api_jobs_end(api_jobs_t *js, uint64_t id, const pts_point_t *pt, json_t *ex
 
 static const char *job_state_name(job_state_t s)
 {
-    return s == JOB_RUNNING ? "running" : s == JOB_SUCCEEDED ? "succeeded" : "failed";
+    return s == JOB_RUNNING ? "running" : s == JOB_SUCCEEDED ? "succeeded" : s == JOB_CANCELLED ? "cancelled"
+                                                                                                : "failed";
+}
+
+static const char *step_state_name(api_step_state_t s)
+{
+    static const char *const names[] = {"pending", "running", "succeeded", "failed", "skipped"};
+    return names[s];
+}
+
+/* The job's steps over every machine: failed if one failed, running if one
+ * runs, pending while one waits, else succeeded (skipped when all skipped). */
+static api_step_state_t step_overall(const job_t *j, size_t s)
+{
+    bool running = false, pending = false, skipped = true;
+    for (size_t i = 0; i < j->nm; i++) {
+        api_step_state_t st = j->ms[i].step[s];
+        if (st == API_STEP_FAILED)
+            return API_STEP_FAILED;
+        running |= st == API_STEP_RUNNING;
+        pending |= st == API_STEP_PENDING;
+        skipped &= st == API_STEP_SKIPPED;
+    }
+    return running ? API_STEP_RUNNING : pending ? API_STEP_PENDING : skipped ? API_STEP_SKIPPED : API_STEP_SUCCEEDED;
+}
+
+/* Under mu. */
+static void job_machines_json(const job_t *j, json_t *o)
+{
+    json_t *steps = json_array(), *ms = json_array();
+    for (size_t s = 0; s < j->nsteps; s++)
+        json_array_append_new(steps, json_pack("{s:s,s:s}", "name", j->steps[s], "state",
+                                               step_state_name(step_overall(j, s))));
+    for (size_t i = 0; i < j->nm; i++) {
+        const job_machine_t *m = &j->ms[i];
+        json_t *ss = json_array();
+        for (size_t s = 0; s < j->nsteps; s++) {
+            json_t *so = json_pack("{s:s,s:s}", "name", j->steps[s], "state", step_state_name(m->step[s]));
+            if (m->detail[s][0])
+                json_object_set_new(so, "detail", json_string(m->detail[s]));
+            json_array_append_new(ss, so);
+        }
+        bool done = true;
+        for (size_t s = 0; s < j->nsteps; s++)
+            done &= m->step[s] == API_STEP_SUCCEEDED || m->step[s] == API_STEP_SKIPPED;
+        const char *state = m->failed ? "failed"
+                            : j->state == JOB_CANCELLED ? "cancelled"
+                            : done                      ? "succeeded"
+                                                        : "running";
+        json_t *mo = json_pack("{s:s,s:s,s:o,s:o}", "machine", m->name, "state", state, "steps", ss, "point",
+                               m->has_point ? api_point_json(&m->point) : json_null());
+        if (m->exports)
+            json_object_set(mo, "exports", m->exports);
+        json_object_set_new(mo, "error", m->failed ? json_pack("{s:s,s:s}", "code", m->err_code, "message",
+                                                               m->err_msg)
+                                                   : json_null());
+        json_array_append_new(ms, mo);
+    }
+    json_object_set_new(o, "steps", steps);
+    json_object_set_new(o, "machines", ms);
 }
 
 /* Under mu. */
@@ -324,6 +409,8 @@ static json_t *job_json(const job_t *j)
     json_object_set_new(o, "progress", json_pack("{s:I,s:I}", "done_bytes", (json_int_t)j->done, "total_bytes",
                                                  (json_int_t)j->total));
     json_object_set(o, "files", j->files);
+    if (j->nm)
+        job_machines_json(j, o);
     if (j->state == JOB_FAILED)
         json_object_set_new(o, "error", json_pack("{s:s,s:s}", "code", j->err_code, "message", j->err_msg));
     else
@@ -365,4 +452,202 @@ void api_jobs_counts(api_jobs_t *js, uint64_t *running, uint64_t *succeeded, uin
     *succeeded = js->n_ok;
     *failed = js->n_failed;
     pthread_mutex_unlock(&js->mu);
+}
+
+/* ---- jobs over machines, in steps ------------------------------------------------ */
+
+/* The thread of a job over machines: the body, then the job's end. */
+static void *job_run(void *arg)
+{
+    job_t *j = arg;
+    api_jobs_t *js = j->js;
+    j->fn(j, j->fn_arg);
+    pthread_mutex_lock(&js->mu);
+    size_t failed = 0;
+    const job_machine_t *first = NULL;
+    for (size_t i = 0; i < j->nm; i++) {
+        if (j->ms[i].failed && !failed++)
+            first = &j->ms[i];
+    }
+    j->finished_ns = tm_now_ns();
+    if (j->cancelled_ok) {
+        j->state = JOB_CANCELLED;
+    } else if (failed) {
+        j->state = JOB_FAILED;
+        js->n_failed++;
+        if (j->nm == 1) {
+            snprintf(j->err_code, sizeof j->err_code, "%s", first->err_code);
+            snprintf(j->err_msg, sizeof j->err_msg, "%s", first->err_msg);
+        } else {
+            snprintf(j->err_code, sizeof j->err_code, "machines-failed");
+            snprintf(j->err_msg, sizeof j->err_msg, "%zu of %zu machines failed; the first, %s: %.300s", failed, j->nm,
+                     first->name, first->err_msg);
+        }
+    } else {
+        j->state = JOB_SUCCEEDED;
+        js->n_ok++;
+    }
+    const char *state = job_state_name(j->state);
+    pthread_mutex_unlock(&js->mu);
+    tm_log(j->state == JOB_FAILED ? TM_LOG_WARN : TM_LOG_INFO, "job %" PRIu64 " (%s of %zu machine%s) %s", j->id,
+           j->action, j->nm, j->nm == 1 ? "" : "s", state);
+    if (j->free_arg)
+        j->free_arg(j->fn_arg);
+    j->fn_arg = NULL;
+    return NULL;
+}
+
+int api_jobs_run(api_jobs_t *js, const char *action, const char *selector, const char *const *machines, size_t n,
+                 const char *const *steps, size_t nsteps, bool cancellable, api_job_fn fn, void *arg,
+                 void (*free_arg)(void *), uint64_t *id)
+{
+    job_t *j = tm_calloc(1, sizeof *j);
+    if (j) {
+        j->files = json_array();
+        j->ms = tm_calloc(n ? n : 1, sizeof *j->ms);
+    }
+    if (!j || !j->files || !j->ms || nsteps > API_JOB_MAX_STEPS || n == 0) {
+        if (j)
+            job_free(j);
+        if (free_arg)
+            free_arg(arg);
+        return -ENOMEM;
+    }
+    j->js = js;
+    snprintf(j->action, sizeof j->action, "%s", action);
+    snprintf(j->req.machine, sizeof j->req.machine, "%s", machines[0]);
+    snprintf(j->req.selector, sizeof j->req.selector, "%s", selector ? selector : "");
+    j->created_ns = tm_now_ns();
+    atomic_init(&j->cancel, false);
+    j->fn = fn;
+    j->fn_arg = arg;
+    j->free_arg = free_arg;
+    j->cancellable = cancellable;
+    j->nsteps = nsteps;
+    for (size_t s = 0; s < nsteps; s++)
+        j->steps[s] = steps[s];
+    j->nm = n;
+    for (size_t i = 0; i < n; i++)
+        snprintf(j->ms[i].name, sizeof j->ms[i].name, "%s", machines[i]);
+    pthread_mutex_lock(&js->mu);
+    j->id = js->next_id++;
+    int rc = pthread_create(&j->thread, NULL, job_run, j);
+    if (rc) {
+        pthread_mutex_unlock(&js->mu);
+        j->fn_arg = NULL;
+        job_free(j);
+        if (free_arg)
+            free_arg(arg);
+        return -rc;
+    }
+    j->next = js->head;
+    js->head = j;
+    js->count++;
+    jobs_trim(js);
+    *id = j->id;
+    pthread_mutex_unlock(&js->mu);
+    return 0;
+}
+
+uint64_t api_job_id(const api_job_t *j)
+{
+    return j->id;
+}
+
+bool api_job_cancel_asked(api_job_t *j)
+{
+    return atomic_load(&j->cancel);
+}
+
+void api_job_cancelled_ok(api_job_t *j)
+{
+    pthread_mutex_lock(&j->js->mu);
+    j->cancelled_ok = true;
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+void api_job_step(api_job_t *j, size_t m, size_t s, api_step_state_t st, const char *fmt, ...)
+{
+    pthread_mutex_lock(&j->js->mu);
+    j->ms[m].step[s] = st;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(j->ms[m].detail[s], sizeof j->ms[m].detail[s], fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+void api_job_fail(api_job_t *j, size_t m, const char *code, const char *fmt, ...)
+{
+    job_machine_t *jm = &j->ms[m];
+    pthread_mutex_lock(&j->js->mu);
+    jm->failed = true;
+    snprintf(jm->err_code, sizeof jm->err_code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(jm->err_msg, sizeof jm->err_msg, fmt, ap);
+    va_end(ap);
+    for (size_t s = 0; s < j->nsteps; s++) {
+        if (jm->step[s] == API_STEP_RUNNING)
+            jm->step[s] = API_STEP_FAILED;
+        else if (jm->step[s] == API_STEP_PENDING)
+            jm->step[s] = API_STEP_SKIPPED;
+    }
+    pthread_mutex_unlock(&j->js->mu);
+    tm_log(TM_LOG_WARN, "job %" PRIu64 " (%s): machine %s: %s", j->id, j->action, jm->name, jm->err_msg);
+}
+
+bool api_job_failed(api_job_t *j, size_t m)
+{
+    pthread_mutex_lock(&j->js->mu);
+    bool f = j->ms[m].failed;
+    pthread_mutex_unlock(&j->js->mu);
+    return f;
+}
+
+void api_job_point(api_job_t *j, size_t m, const pts_point_t *pt)
+{
+    pthread_mutex_lock(&j->js->mu);
+    j->ms[m].point = *pt;
+    j->ms[m].has_point = true;
+    if (j->nm == 1) {
+        j->point = *pt;
+        j->has_point = true;
+    }
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+void api_job_exports(api_job_t *j, size_t m, json_t *exports)
+{
+    pthread_mutex_lock(&j->js->mu);
+    json_decref(j->ms[m].exports);
+    j->ms[m].exports = exports;
+    if (j->nm == 1) {
+        json_decref(j->exports);
+        j->exports = json_incref(exports);
+    }
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+void api_job_progress(api_job_t *j, uint64_t done, uint64_t total)
+{
+    pthread_mutex_lock(&j->js->mu);
+    j->done = done;
+    j->total = total;
+    pthread_mutex_unlock(&j->js->mu);
+}
+
+int api_jobs_cancel(api_jobs_t *js, uint64_t id)
+{
+    pthread_mutex_lock(&js->mu);
+    job_t *j = js->head;
+    while (j && j->id != id)
+        j = j->next;
+    int rc = !j ? TM_ENOTFOUND : !j->cancellable ? TM_EINVAL : j->state != JOB_RUNNING ? -EALREADY : 0;
+    if (rc == 0)
+        atomic_store(&j->cancel, true);
+    pthread_mutex_unlock(&js->mu);
+    return rc;
 }

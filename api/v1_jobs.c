@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/failover.h"
 #include "api/v1.h"
 #include "base/err.h"
 #include "base/mem.h"
@@ -134,10 +135,14 @@ void api_v1_jobs_post(tm_http_req_t *req, void *ctx)
         api__test_job(a, req, body, action);
         return;
     }
+    if (api_failover_action(action)) {
+        api_failover_post(a, req, body, action);
+        return;
+    }
     if (strcmp(action, "materialize") != 0) {
         tm_http_reply_error(req, 400, "bad-request",
-                            "action '%s' is not one this appliance runs; it runs: materialize, test-failover, "
-                            "test-cleanup",
+                            "action '%s' is not one this appliance runs; it runs: failover, planned-failover, "
+                            "change-point, commit, test-failover, test-cleanup, materialize",
                             action);
         return;
     }
@@ -191,20 +196,53 @@ void api_v1_jobs_list(tm_http_req_t *req, void *ctx)
     tm_http_reply_json(req, 200, json_pack("{s:o}", "jobs", api_jobs_list(a->jobs)));
 }
 
-void api_v1_job_get(tm_http_req_t *req, void *ctx)
+/* The job id of the path, or false after a 404. */
+static bool api__job_id(api_v1_t *a, tm_http_req_t *req, uint64_t *id)
 {
-    api_v1_t *a = ctx;
     const char *s = tm_http_param(req, "id");
     char *end;
     errno = 0;
-    unsigned long long id = strtoull(s, &end, 10);
+    unsigned long long v = strtoull(s, &end, 10);
     json_t *j = NULL;
     if (*s && !*end && !errno)
-        j = api_jobs_get(a->jobs, id);
+        j = api_jobs_get(a->jobs, v);
     if (!j) {
         tm_http_reply_error(req, 404, "unknown-job", "there is no job %s on this appliance (jobs are kept in "
                                                      "memory until it restarts)", s);
+        return false;
+    }
+    json_decref(j);
+    *id = v;
+    return true;
+}
+
+void api_v1_job_cancel(tm_http_req_t *req, void *ctx)
+{
+    api_v1_t *a = ctx;
+    uint64_t id;
+    if (!api__job_id(a, req, &id))
+        return;
+    int rc = api_jobs_cancel(a->jobs, id);
+    if (rc == TM_EINVAL) {
+        tm_http_reply_error(req, 409, "not-cancellable", "job %" PRIu64 " cannot be cancelled: only failover and "
+                                                         "planned-failover jobs can", id);
         return;
     }
-    tm_http_reply_json(req, 200, json_pack("{s:o}", "job", j));
+    if (rc == -EALREADY) {
+        tm_http_reply_error(req, 409, "job-ended", "job %" PRIu64 " has already ended", id);
+        return;
+    }
+    if (rc) {
+        tm_http_reply_error(req, 404, "unknown-job", "there is no job %" PRIu64 " on this appliance", id);
+        return;
+    }
+    tm_http_reply_json(req, 202, json_pack("{s:o}", "job", api_jobs_get(a->jobs, id)));
+}
+
+void api_v1_job_get(tm_http_req_t *req, void *ctx)
+{
+    api_v1_t *a = ctx;
+    uint64_t id;
+    if (api__job_id(a, req, &id))
+        tm_http_reply_json(req, 200, json_pack("{s:o}", "job", api_jobs_get(a->jobs, id)));
 }

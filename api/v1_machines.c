@@ -81,6 +81,16 @@ static json_t *api__machine_json(api_v1_t *a, const char *name, const pts_stats_
                                                (json_int_t)m.disks[d].size, "synced", m.disks[d].synced));
     json_object_set_new(o, "disks", disks);
     json_object_set_new(o, "group", json_null());
+    if (have_m && m.failover != PTS_FO_NONE) {
+        char t[40];
+        api_time(m.failover_ns, t, sizeof t);
+        json_t *fo = json_pack("{s:s,s:s}", "state", pts_fo_state_name(m.failover), "since", t);
+        json_object_set_new(fo, "point", m.failover == PTS_FO_ACTIVE ? json_integer((json_int_t)m.failover_seq)
+                                                                      : json_null());
+        json_object_set_new(o, "failover", fo);
+    } else {
+        json_object_set_new(o, "failover", json_null());
+    }
     uint64_t received = have_i ? mi.durable_seq : 0, processed = have_m ? m.seq : 0;
     if (received < processed)
         received = processed;

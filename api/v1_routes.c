@@ -12,6 +12,7 @@ size_t api_v1_routes(api_v1_t *a, tm_http_route_t out[API_V1_NROUTES])
         {"POST", "/v1/jobs", api_v1_jobs_post, a, false},
         {"GET", "/v1/jobs", api_v1_jobs_list, a, false},
         {"GET", "/v1/jobs/{id}", api_v1_job_get, a, false},
+        {"POST", "/v1/jobs/{id}/cancel", api_v1_job_cancel, a, false},
         {"GET", "/metrics", api_v1_metrics, a, false},
     };
     for (size_t i = 0; i < API_V1_NROUTES; i++)

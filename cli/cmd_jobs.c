@@ -1,9 +1,12 @@
 /*
- * `tidemark jobs [ID] [--json] [--api ADDR] [--data DIR] [--config FILE]`
+ * `tidemark jobs [ID [--cancel]] [--json] [--api ADDR] [--data DIR] [--config FILE]`
  *
  * The appliance's jobs (GET /v1/jobs): a table, newest first; with an ID,
  * one job in full (GET /v1/jobs/{id}): its state, point, progress, the
- * files or exports it made, its error. --json prints the appliance's JSON.
+ * files or exports it made, each machine's steps, its error. --cancel asks
+ * the appliance to cancel job ID (POST /v1/jobs/{id}/cancel: a failover in
+ * progress, undone, the machines replicating as before). --json prints the
+ * appliance's JSON.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -18,12 +21,14 @@
 typedef struct cli_jobs_args {
     const char *id;
     bool json;
+    bool cancel;
 } cli_jobs_args_t;
 
 static void cli__jobs_usage(FILE *out)
 {
-    fputs("usage: tidemark jobs [ID] [--json] [--api ADDR] [--data DIR] [--config FILE]\n"
+    fputs("usage: tidemark jobs [ID [--cancel]] [--json] [--api ADDR] [--data DIR] [--config FILE]\n"
           "  the appliance's jobs, newest first; with ID, that job in full\n"
+          "  --cancel          cancel job ID (a failover in progress: it is undone)\n"
           "  --json            print the appliance's JSON answer\n" CLI_API_FLAGS_USAGE,
           out);
 }
@@ -33,8 +38,8 @@ static int cli__jobs_parse(int argc, char **argv, cli_jobs_args_t *a, cli_api_fl
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
             return -1;
-        if (strcmp(argv[i], "--json") == 0) {
-            a->json = true;
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "--cancel") == 0) {
+            *(argv[i][2] == 'j' ? &a->json : &a->cancel) = true;
             continue;
         }
         int m = cli_api_flag(argc, argv, &i, fl, "jobs");
@@ -52,6 +57,10 @@ static int cli__jobs_parse(int argc, char **argv, cli_jobs_args_t *a, cli_api_fl
             return CLI_EXIT_USAGE;
         }
         a->id = argv[i];
+    }
+    if (a->cancel && !a->id) {
+        fprintf(stderr, "tidemark: jobs: --cancel needs the job's ID\n");
+        return CLI_EXIT_USAGE;
     }
     return 0;
 }
@@ -132,6 +141,19 @@ static int cli__jobs_one(const json_t *answer)
         printf("  file      %s\n", json_string_value(v));
     json_array_foreach(json_object_get(j, "exports"), i, v)
         printf("  export    %s\n", cli__str(v, "uri"));
+    const json_t *m, *st;
+    size_t k;
+    json_array_foreach(json_object_get(j, "machines"), i, m) {
+        printf("  machine   %s: %s\n", cli__str(m, "machine"), cli__str(m, "state"));
+        json_array_foreach(json_object_get(m, "steps"), k, st)
+            printf("    %-16s %-10s %s\n", cli__str(st, "name"), cli__str(st, "state"),
+                   json_is_string(json_object_get(st, "detail")) ? cli__str(st, "detail") : "");
+        json_array_foreach(json_object_get(m, "exports"), k, v)
+            printf("    export  %s\n", cli__str(v, "uri"));
+        const json_t *me = json_object_get(m, "error");
+        if (json_is_object(me))
+            printf("    error   %s (%s)\n", cli__str(me, "message"), cli__str(me, "code"));
+    }
     const json_t *e = json_object_get(j, "error");
     if (json_is_object(e))
         printf("  error     %s (%s)\n", cli__str(e, "message"), cli__str(e, "code"));
@@ -157,10 +179,18 @@ int cli_cmd_jobs(int argc, char **argv)
         return status;
     char path[64];
     if (a.id)
-        snprintf(path, sizeof path, "/v1/jobs/%s", a.id);
+        snprintf(path, sizeof path, "/v1/jobs/%s%s", a.id, a.cancel ? "/cancel" : "");
     else
         snprintf(path, sizeof path, "/v1/jobs");
-    status = cli_api_get(api, path, &answer);
+    if (a.cancel) {
+        json_t *empty = json_object();
+        status = empty ? cli_api_post(api, path, empty, &answer) : CLI_EXIT_FAIL;
+        json_decref(empty);
+        if (status == 0 && !a.json)
+            fprintf(stderr, "tidemark: job %s: cancel asked; it undoes what it did and ends \"cancelled\"\n", a.id);
+    } else {
+        status = cli_api_get(api, path, &answer);
+    }
     if (status == 0) {
         if (a.json)
             status = cli_api_print_json(answer, stdout, false) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;

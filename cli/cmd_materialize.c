@@ -12,29 +12,23 @@
  * The appliance writes the files itself, so the client must run on the
  * appliance's machine and DIR must be writable by the appliance's user.
  *
- * Ctrl-C while watching stops the watching only: the job carries on in the
- * appliance, and the command says so (with the job's id) and exits 130.
- * --json: progress as JSON lines on stdout, then the final answer of
+ * Watching is job_watch.h's (Ctrl-C stops the watching only). --json:
+ * progress as JSON lines on stdout, then the final answer of
  * GET /v1/jobs/{id} on one line.
  */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "base/clock.h"
 #include "base/mem.h"
 #include "cli/api_client.h"
 #include "cli/cmd.h"
-#include "cli/progress.h"
-
-/* How often the job is asked for its progress. */
-#define CLI_MATERIALIZE_POLL_NS 200000000L
+#include "cli/job_watch.h"
 
 typedef struct cli_materialize_args {
     const char *machine;
@@ -42,14 +36,6 @@ typedef struct cli_materialize_args {
     const char *out;
     bool json;
 } cli_materialize_args_t;
-
-static volatile sig_atomic_t cli__interrupted;
-
-static void cli__on_sigint(int sig)
-{
-    (void)sig;
-    cli__interrupted = 1;
-}
 
 static void cli__materialize_usage(FILE *out)
 {
@@ -138,24 +124,6 @@ static int cli__out_folder(const char *out, char abs[PATH_MAX])
     return 0;
 }
 
-/* The job's progress, fed to the display. */
-static void cli__show_progress(cli_progress_t *pr, const json_t *job)
-{
-    const json_t *p = json_object_get(job, "progress");
-    json_int_t done = json_integer_value(json_object_get(p, "done_bytes"));
-    json_int_t total = json_integer_value(json_object_get(p, "total_bytes"));
-    if (json_is_object(p))
-        cli_progress_update(pr, done > 0 ? (uint64_t)done : 0, total > 0 ? (uint64_t)total : 0);
-}
-
-/* Sleep one poll interval; returns early on Ctrl-C. */
-static void cli__poll_pause(void)
-{
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = CLI_MATERIALIZE_POLL_NS};
-    while (!cli__interrupted && nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* The final report for people: the point and the files. */
 static void cli__say_done(const json_t *job, const char *machine, const char *dir, uint64_t elapsed_ns)
 {
@@ -172,76 +140,6 @@ static void cli__say_done(const json_t *job, const char *machine, const char *di
         if (name)
             printf("  %s\n", name);
     }
-}
-
-/*
- * Watch job id until it ends. 0 with *final the last answer, or an exit
- * status (said why).
- */
-static int cli__watch(cli_api_t *api, const char *id, bool json, json_t **final)
-{
-    char path[256];
-    cli_progress_t pr;
-    json_t *answer = NULL;
-    int status;
-
-    char *esc = cli_api_escape(id);
-    if (!esc) {
-        fprintf(stderr, "tidemark: out of memory\n");
-        return CLI_EXIT_FAIL;
-    }
-    int n = snprintf(path, sizeof path, "/v1/jobs/%s", esc);
-    tm_free(esc);
-    if (n < 0 || (size_t)n >= sizeof path) {
-        fprintf(stderr, "tidemark: materialize: the appliance's job id is too long\n");
-        return CLI_EXIT_FAIL;
-    }
-
-    /* Ctrl-C now ends the watching, not the process: the job is the
-     * appliance's, and it continues. No SA_RESTART: the pause must end. */
-    struct sigaction sa = {.sa_handler = cli__on_sigint}, old;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old);
-    cli_api_set_cancel(api, &cli__interrupted);
-    cli_progress_init(&pr, json);
-
-    for (;;) {
-        status = cli_api_get(api, path, &answer);
-        if (status != 0)
-            break;
-        const json_t *job = json_object_get(answer, "job");
-        const char *state = json_string_value(json_object_get(job, "state"));
-        if (!state) {
-            fprintf(stderr, "tidemark: materialize: the appliance's answer about job %s has no state\n", id);
-            status = CLI_EXIT_FAIL;
-            break;
-        }
-        cli__show_progress(&pr, job);
-        /* Any other state (one a later version may add) is still going. */
-        if (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0) {
-            *final = answer;
-            answer = NULL;
-            break;
-        }
-        json_decref(answer);
-        answer = NULL;
-        cli__poll_pause();
-        if (cli__interrupted) {
-            status = CLI_EXIT_INTERRUPTED;
-            break;
-        }
-    }
-    cli_progress_finish(&pr);
-    cli_api_set_cancel(api, NULL);
-    sigaction(SIGINT, &old, NULL);
-    json_decref(answer);
-
-    if (status == CLI_EXIT_INTERRUPTED)
-        fprintf(stderr, "tidemark: stopped watching; job %s continues on the appliance (GET /v1/jobs/%s)\n", id,
-                id);
-    else if (status != 0)
-        fprintf(stderr, "tidemark: job %s was started on the appliance and may still be running\n", id);
-    return status;
 }
 
 int cli_cmd_materialize(int argc, char **argv)
@@ -293,7 +191,7 @@ int cli_cmd_materialize(int argc, char **argv)
         status = CLI_EXIT_FAIL;
         goto out_close;
     }
-    status = cli__watch(api, id, a.json, &final);
+    status = cli_job_watch(api, id, a.json, "materialize", &final);
     if (status != 0)
         goto out_close;
 

@@ -31,6 +31,7 @@
 #include "cli/cmd.h"
 #include "cli/config.h"
 #include "cli/serve_api.h"
+#include "cli/serve_failover.h"
 #include "cli/serve_tags.h"
 #include "cli/serve_resync.h"
 #include "ingest/ingest.h"
@@ -360,8 +361,10 @@ static void cli__on_signal(uv_signal_t *h, int signum)
         cli__api_stopped(s);
 }
 
-/* The index's machines as ingest takes them (ingest_options_t.known). */
-static int cli__known_machines(pts_t *p, ingest_known_t **out, ingest_options_t *io)
+/* The index's machines as ingest takes them (ingest_options_t.known), and
+ * those whose failover was committed (ingest_options_t.retired: their
+ * agents are refused). */
+static int cli__known_machines(pts_t *p, ingest_known_t **out, const char ***retired, ingest_options_t *io)
 {
     pts_machine_t *ms;
     size_t n;
@@ -371,12 +374,15 @@ static int cli__known_machines(pts_t *p, ingest_known_t **out, ingest_options_t 
         return rc;
     ingest_known_t *k = tm_calloc(n ? n : 1, sizeof *k);
     wire_disk_t *disks = tm_calloc(n ? n * WIRE_MAX_DISKS : 1, sizeof *disks);
-    if (!k || !disks) {
+    const char **ret = tm_calloc(n ? n : 1, sizeof *ret);
+    if (!k || !disks || !ret) {
         tm_free(k);
         tm_free(disks);
+        tm_free(ret);
         tm_free(ms);
         return -ENOMEM;
     }
+    size_t nret = 0;
     /* k[0].disks owns the one array of all of them, even with no machine */
     k[0].disks = disks;
     for (size_t i = 0; i < n; i++) {
@@ -394,12 +400,17 @@ static int cli__known_machines(pts_t *p, ingest_known_t **out, ingest_options_t 
                                 .synced = synced, .seq = ms[i].seq, .resync = resync};
         if (!k[i].name)
             rc = -ENOMEM;
+        else if (ms[i].failover == PTS_FO_COMMITTED)
+            ret[nret++] = k[i].name;
     }
     tm_free(ms);
     io->known = k;
     io->nknown = n;
     io->known_lsn = next_lsn;
+    io->retired = ret;
+    io->nretired = nret;
     *out = k;
+    *retired = ret;
     return rc;
 }
 
@@ -447,7 +458,8 @@ static int cli__serve_loop(cli_serve_t *s)
     /* Ingest starts from what the index knows and reads only the journal
      * after it: the journal may have retired the rest. */
     ingest_known_t *known = NULL;
-    rc = cli__known_machines(s->pts, &known, &io);
+    const char **retired = NULL;
+    rc = cli__known_machines(s->pts, &known, &retired, &io);
     if (rc != 0) {
         fprintf(stderr, "tidemark: ingest: %s\n", tm_strerror(rc));
         s->reported = true;
@@ -456,6 +468,7 @@ static int cli__serve_loop(cli_serve_t *s)
     }
     rc = ingest_start(&s->loop, s->jnl, &io, &s->ingest, err, sizeof err);
     cli__known_free(known, io.nknown);
+    tm_free(retired);
     if (rc != 0) {
         fprintf(stderr, "tidemark: ingest: %s\n", err);
         s->reported = true;
@@ -492,6 +505,7 @@ static int cli__serve_loop(cli_serve_t *s)
     }
     tgt_exports_address(s->nbd, addr, sizeof addr);
     printf("tidemark: nbd on %s (exports MACHINE/DISK@SELECTOR)\n", addr);
+    cli_failovers_restore(s->nbd, s->pts, s->cfg->data_dir);
 
     rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->nbd, s->cfg->data_dir, TM_VERSION,
                        s->cfg->api, addr, err, sizeof err);

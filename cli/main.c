@@ -41,10 +41,16 @@ void cli_usage(FILE *out)
           "                          list a machine's recovery points, newest first\n"
           "  export MACHINE --point SELECTOR [--json]\n"
           "                          the NBD exports of the machine's disks at a point\n"
-          "  jobs [ID] [--json]      the appliance's jobs (materialize, test failover)\n"
+          "  failover MACHINE... --point SELECTOR [--shutdown] [--out DIR] | --planned | --test\n"
+          "                          fail machines over: their disks served at once over NBD\n"
+          "  change-point MACHINE... --point SELECTOR\n"
+          "                          serve failed-over disks at another point\n"
+          "  commit MACHINE...       make a failover final: points deleted, replication stops\n"
+          "  jobs [ID] [--cancel] [--json]\n"
+          "                          the appliance's jobs; --cancel a failover in progress\n"
           "  materialize MACHINE --point SELECTOR --out DIR [--json]\n"
           "                          write each disk's raw image at a point, with progress\n"
-          "  (status, points, export, jobs and materialize ask a running `tidemark serve` at --api ADDR,\n"
+          "  (status, points, export, failover, change-point, commit, jobs and materialize ask a running `tidemark serve` at --api ADDR,\n"
           "  default " CLI_DEFAULT_API ", with the token in DATA/api.token: see\n"
           "  tidemark COMMAND --help)\n"
           "  version                 print the version\n"
@@ -97,6 +103,12 @@ int main(int argc, char **argv)
         return cli_cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "jobs") == 0)
         return cli_cmd_jobs(argc - 1, argv + 1);
+    if (strcmp(cmd, "failover") == 0)
+        return cli_cmd_failover(argc - 1, argv + 1);
+    if (strcmp(cmd, "change-point") == 0)
+        return cli_cmd_change_point(argc - 1, argv + 1);
+    if (strcmp(cmd, "commit") == 0)
+        return cli_cmd_commit(argc - 1, argv + 1);
     if (strcmp(cmd, "materialize") == 0)
         return cli_cmd_materialize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

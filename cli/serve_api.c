@@ -85,6 +85,11 @@ int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_
     a->v1 = (api_v1_t){.loop = loop, .jnl = jnl, .pts = pts, .ingest = ig, .jobs = a->jobs,
                        .data_dir = data_dir, .version = version, .nbd = a->nbd[0] ? a->nbd : NULL,
                        .exports = exports};
+    rc = api_loopq_new(loop, &a->v1.loopq);
+    if (rc) {
+        snprintf(err, errlen, "cannot make the jobs' loop queue: %s", tm_strerror(rc));
+        goto out_jobs;
+    }
     tm_http_route_t routes[API_V1_NROUTES];
     size_t n = api_v1_routes(&a->v1, routes);
     tm_http_config_t hc = {.appliance = a->appliance, .token = a->token, .routes = routes, .nroutes = n};
@@ -103,6 +108,8 @@ int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_
     }
     return 0;
 out_jobs:
+    api_loopq_close(a->v1.loopq);
+    a->v1.loopq = NULL;
     api_jobs_free(a->jobs);
     a->jobs = NULL;
     return rc;
@@ -120,7 +127,11 @@ void cli_api_address(const cli_api_t *a, char *buf, size_t len)
 static void cli__http_closed(void *arg)
 {
     cli_api_t *a = arg;
-    /* No handler runs any more; running jobs are cancelled and joined. */
+    /* No handler runs any more; running jobs are cancelled and joined. The
+     * loop queue closes first: a job waiting for the loop (which this
+     * callback holds) returns at once instead of never. */
+    api_loopq_close(a->v1.loopq);
+    a->v1.loopq = NULL;
     api_jobs_free(a->jobs);
     a->jobs = NULL;
     a->stopped(a->arg);

@@ -431,6 +431,55 @@ Test(api_v1, endpoints_and_bad_requests_against_the_real_server)
     resp_free(&r);
     expect("POST", "/v1/jobs", g_token, "application/json", "{\"action\":\"test-cleanup\",\"machine\":\"web1\"}",
            409, "conflict");
+    /* failover jobs: bad requests get a clear 4xx and nothing starts */
+    static const struct {
+        const char *body;
+        int status;
+        const char *code;
+    } bad_fo[] = {
+        {"{\"action\":\"failover\",\"point\":\"latest\"}", 400, "bad-request"},
+        {"{\"action\":\"failover\",\"machine\":\"web1\"}", 400, "bad-request"},
+        {"{\"action\":\"failover\",\"machine\":\"web1\",\"machines\":[\"web1\"],\"point\":\"latest\"}", 400,
+         "bad-request"},
+        {"{\"action\":\"failover\",\"machines\":[],\"point\":\"latest\"}", 400, "bad-request"},
+        {"{\"action\":\"failover\",\"machines\":[\"web1\",7],\"point\":\"latest\"}", 400, "bad-request"},
+        {"{\"action\":\"failover\",\"machines\":[\"web1\",\"web1\"],\"point\":\"latest\"}", 400, "bad-request"},
+        {"{\"action\":\"failover\",\"machine\":\"nosuch\",\"point\":\"latest\"}", 404, "unknown-machine"},
+        {"{\"action\":\"failover\",\"machine\":\"web1\",\"point\":\"latest\",\"options\":{\"reboot\":true}}", 400,
+         "bad-request"},
+        {"{\"action\":\"failover\",\"machine\":\"web1\",\"point\":\"latest\",\"options\":{\"out\":\"rel\"}}", 400,
+         "bad-request"},
+        {"{\"action\":\"failover\",\"machine\":\"web1\",\"point\":\"latest\",\"options\":[]}", 400, "bad-request"},
+        {"{\"action\":\"planned-failover\",\"machine\":\"web1\",\"point\":\"latest\"}", 400, "bad-request"},
+        {"{\"action\":\"commit\",\"machine\":\"web1\",\"point\":\"1\"}", 400, "bad-request"},
+        {"{\"action\":\"change-point\",\"machine\":\"web1\"}", 400, "bad-request"},
+    };
+    for (size_t i = 0; i < sizeof bad_fo / sizeof bad_fo[0]; i++)
+        expect("POST", "/v1/jobs", g_token, "application/json", bad_fo[i].body, bad_fo[i].status, bad_fo[i].code);
+    /* a well-formed commit of a machine that is not failed over: the job
+     * says why, per machine */
+    req(&r, "POST", "/v1/jobs", g_token, "application/json", "{\"action\":\"commit\",\"machine\":\"web1\"}");
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    snprintf(path, sizeof path, "/v1/jobs/%s", json_string_value(json_object_get(json_object_get(r.json, "job"), "id")));
+    char cancel_path[320];
+    snprintf(cancel_path, sizeof cancel_path, "%s/cancel", path);
+    resp_free(&r);
+    tj = NULL;
+    state = "running";
+    for (int i = 0; i < 600 && strcmp(state, "running") == 0; i++) {
+        json_decref(tj);
+        tj = get_ok(path);
+        state = json_string_value(json_object_get(json_object_get(tj, "job"), "state"));
+        if (strcmp(state, "running") == 0)
+            usleep(20 * 1000);
+    }
+    cr_assert_str_eq(state, "failed", "%s", json_dumps(tj, 0));
+    const json_t *cm = json_array_get(json_object_get(json_object_get(tj, "job"), "machines"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(cm, "error"), "code")), "conflict", "%s",
+                     json_dumps(tj, 0));
+    json_decref(tj);
+    expect("POST", cancel_path, g_token, "application/json", "{}", 409, "not-cancellable");
+    expect("POST", "/v1/jobs/424242/cancel", g_token, "application/json", "{}", 404, "unknown-job");
     /* `tidemark jobs`: the table, and one job in full */
     tc_child_t jc;
     code = tc_run(&jc, (const char *[]){"jobs", "--api", api_addr, "--data", data, NULL});
