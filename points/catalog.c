@@ -104,6 +104,51 @@ static int pts__latest_app(pts_t *p, const char *machine, pts_point_t *out, char
     return 0;
 }
 
+/*
+ * latest-multivm-processed / latest-multivm-app (architecture.md): a
+ * member of a group gets its point of the newest whole group point (app:
+ * the newest app-consistent one); a machine in no group its latest
+ * processed (latest app-consistent) point.
+ */
+static int pts__latest_multivm(pts_t *p, const pts_machine_t *m, bool app, pts_point_t *out, char *why, size_t wl)
+{
+    char group[PTS_MAX_GROUP_NAME + 1];
+    if (pts_machine_group(p, m->name, group, sizeof group) != 0) {
+        if (app)
+            return pts__latest_app(p, m->name, out, why, wl);
+        if (!m->has_point) {
+            snprintf(why, wl, "machine %s has no processed point yet", m->name);
+            return TM_ENOPOINT;
+        }
+        *out = m->latest;
+        return 0;
+    }
+    /* newest first; a few rounds at most are partial at any time */
+    pts_group_point_t *v;
+    size_t n;
+    int rc = pts_group_points(p, group, 0, &v, &n);
+    if (rc)
+        return rc;
+    rc = TM_ENOPOINT;
+    for (size_t i = 0; i < n && rc == TM_ENOPOINT; i++) {
+        if (!v[i].whole || (app && v[i].kind != PTS_KIND_APP))
+            continue;
+        for (size_t k = 0; k < v[i].nmembers; k++) {
+            if (strcmp(v[i].members[k].machine, m->name) == 0) {
+                rc = pts__point_at(p, m->id, v[i].members[k].seq, out);
+                if (rc == TM_ENOTFOUND)
+                    rc = TM_ENOPOINT;
+                break;
+            }
+        }
+    }
+    pts_group_points_free(v, n);
+    if (rc == TM_ENOPOINT)
+        snprintf(why, wl, "group %s (of machine %s) has no %sgroup point yet", group, m->name,
+                 app ? "app-consistent " : "");
+    return rc;
+}
+
 /* The window of inconsistency holding seq, if any: [*b, *e). */
 static int pts__window_at(pts_t *p, uint32_t mid, uint64_t seq, uint64_t *b, uint64_t *e)
 {
@@ -250,6 +295,8 @@ int pts_resolve(pts_t *p, const char *machine, const char *sel, pts_point_t *out
     }
     if (strcmp(sel, "latest-app") == 0)
         return pts__latest_app(p, machine, out, why, wl);
+    if (strcmp(sel, "latest-multivm-processed") == 0 || strcmp(sel, "latest-multivm-app") == 0)
+        return pts__latest_multivm(p, &m, strcmp(sel, "latest-multivm-app") == 0, out, why, wl);
     if (sel[0] == '@') {
         uint64_t t;
         if (pts_parse_time(sel + 1, &t) != 0) {
@@ -275,6 +322,8 @@ int pts_resolve(pts_t *p, const char *machine, const char *sel, pts_point_t *out
         return rc;
     }
     snprintf(why, wl,
-             "'%s' is not a point selector: use latest, latest-processed, latest-app, a point id or @TIME", sel);
+             "'%s' is not a point selector: use latest, latest-processed, latest-app, latest-multivm-processed, "
+             "latest-multivm-app, a point id or @TIME",
+             sel);
     return TM_EINVAL;
 }

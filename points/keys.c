@@ -104,6 +104,7 @@ size_t pts_val_point(uint8_t v[PTS_POINT_VAL_MAX], const pts_point_t *pt)
     memset(v, 0, 24);
     v[0] = (uint8_t)pt->kind;
     v[1] = (uint8_t)n;
+    tm_put16(v + 2, pt->multivm ? PTS_POINT_F_MULTIVM : 0);
     tm_put64(v + 8, pt->time_ns);
     tm_put64(v + 16, pt->tag_id);
     memcpy(v + 24, pt->tag, n);
@@ -112,9 +113,11 @@ size_t pts_val_point(uint8_t v[PTS_POINT_VAL_MAX], const pts_point_t *pt)
 
 int pts_val_point_parse(const uint8_t *v, size_t len, uint64_t seq, pts_point_t *pt)
 {
-    if (len < 24 || len != 24u + v[1] || v[1] > WIRE_MAX_NAME || (v[0] != PTS_KIND_CRASH && v[0] != PTS_KIND_APP))
+    if (len < 24 || len != 24u + v[1] || v[1] > WIRE_MAX_NAME || (v[0] != PTS_KIND_CRASH && v[0] != PTS_KIND_APP) ||
+        (tm_get16(v + 2) & ~PTS_POINT_F_MULTIVM) != 0)
         return TM_ECORRUPT;
     pt->seq = seq;
+    pt->multivm = (tm_get16(v + 2) & PTS_POINT_F_MULTIVM) != 0;
     pt->kind = (pts_kind_t)v[0];
     pt->time_ns = tm_get64(v + 8);
     pt->tag_id = tm_get64(v + 16);

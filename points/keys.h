@@ -41,8 +41,12 @@
  *   the disks as of it), u64 resync disk mask, u64 unsafe_since (the seq
  *   where the open window of inconsistency began; 0: none open)
  *
- * Point: u8 kind (1 crash, 2 app), u8 tag name length, u16 0, u32 0,
- *   u64 time_ns, u64 tag id, tag name
+ * Point: u8 kind (1 crash, 2 app), u8 tag name length, u16 flags (bit 0:
+ *   multi-VM, part of a group point), u32 0, u64 time_ns, u64 tag id, tag name
+ *
+ * "G" u8 len, group name, u64 round -> group point: u8 kind (1 crash, 2 app),
+ *   u8 0, u16 members, u32 0, u64 time_ns, members x {u8 name length, name,
+ *   u64 seq}
  */
 #ifndef TM_POINTS_KEYS_H
 #define TM_POINTS_KEYS_H
@@ -68,6 +72,8 @@
 #define PTS_K_TIME 'T'
 #define PTS_K_UNSAFE 'R'
 #define PTS_K_FAILOVER 'F'
+#define PTS_K_GROUP 'G'
+#define PTS_POINT_F_MULTIVM 1u
 #define PTS_K_SYNC 'S' /* empty; written with sync to make the index durable */
 
 #define PTS_EXTENT_KEY_LEN 23u  /* 1 + 4 + 2 + 8 + 8 */

@@ -191,6 +191,7 @@ void pts_close(pts_t *p)
         tm_free((char *)p->per[i].machine);
     tm_free(p->per);
     tm_free(p->base_dir);
+    pts__groups_free(p);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->wmu);

@@ -38,8 +38,9 @@ typedef struct pts_point {
     uint64_t seq;     /* the machine's stream sequence the point includes, up to */
     uint64_t time_ns; /* when the appliance received the batch holding seq */
     pts_kind_t kind;
-    uint64_t tag_id;  /* the agent's tag id, app points */
+    uint64_t tag_id;  /* the agent's tag id, app points; a group round's id for group tags */
     char tag[WIRE_MAX_NAME + 1]; /* the tag's name, "" for none */
+    bool multivm;     /* part of a group point (a consistent cut across its group) */
 } pts_point_t;
 
 /* Where a machine stands in a failover (architecture.md, "Failover flows"). */
@@ -224,6 +225,57 @@ int pts_failover_set(pts_t *p, const char *machine, pts_fo_state_t state, uint64
  * the failover itself still pin its points), -EIO.
  */
 int pts_commit_machine(pts_t *p, const char *machine, uint64_t now_ns);
+
+/*
+ * Replication groups and group points (groups.c; the consistency stage
+ * runs the rounds). A group point is a round whose every member's group
+ * tag was processed: each member's point at its tag is marked multi-VM
+ * (and app when the round quiesced applications), and the group keeps the
+ * round with each member's position. It is whole while every member still
+ * has that point; retention thins group points by the round's time so all
+ * members keep the same rounds, and forgets a group point once any
+ * member's point is gone.
+ */
+#define PTS_MAX_GROUP_MEMBERS 1024u
+#define PTS_MAX_GROUP_NAME WIRE_MAX_NAME
+
+typedef struct pts_group_def {
+    const char *name;
+    const char *const *members;
+    size_t nmembers;
+} pts_group_def_t;
+
+/* Replace the groups the selectors know (copied). 0 or -ENOMEM. */
+int pts_set_groups(pts_t *p, const pts_group_def_t *groups, size_t n);
+/* The group holding machine, into buf: 0, or TM_ENOTFOUND when in none. */
+int pts_machine_group(pts_t *p, const char *machine, char *buf, size_t len);
+
+typedef struct pts_group_member {
+    char machine[WIRE_MAX_NAME + 1];
+    uint64_t seq; /* its point: the stream position of its group tag */
+} pts_group_member_t;
+
+typedef struct pts_group_point {
+    uint64_t round;  /* the round's id: its start time (ns); the members' tag id */
+    pts_kind_t kind; /* crash, or app when every member quiesced */
+    uint64_t time_ns; /* when the round committed */
+    bool whole;       /* every member still has its point */
+    size_t nmembers;
+    pts_group_member_t *members;
+} pts_group_point_t;
+
+/*
+ * Record round of group as a group point: every member's point at seq
+ * must exist with tag id round (the processor cut it at the group tag).
+ * Written durably. Errors: TM_ENOPOINT (a member's point is missing; why
+ * names it), TM_ENOTFOUND (a member unknown), TM_EINVAL, -EIO.
+ */
+int pts_group_point_add(pts_t *p, const char *group, uint64_t round, pts_kind_t kind, uint64_t time_ns,
+                        const pts_group_member_t *members, size_t n, char *why, size_t whylen);
+/* The group's points, newest first, at most limit (0: all); free with
+ * pts_group_points_free. 0, -ENOMEM, TM_ECORRUPT. */
+int pts_group_points(pts_t *p, const char *group, size_t limit, pts_group_point_t **out, size_t *n);
+void pts_group_points_free(pts_group_point_t *v, size_t n);
 
 /* Parse RFC 3339 ("2026-11-27T10:00:00Z", fractions and +hh:mm offsets
  * allowed) into ns since the epoch. 0 or TM_EINVAL. */

@@ -266,11 +266,15 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
                 return rc;
             break;
         case WIRE_R_TAG:
-            if ((e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH) && !pts__consistent(r)) {
+            /* A group tag becomes a crash point of its own; the consistency
+             * stage marks it multi-VM (and app) once every member's tag of
+             * the round is processed (pts_group_point_add). */
+            if ((e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH || e->tag_kind == WIRE_TAG_GROUP) &&
+                !pts__consistent(r)) {
                 tm_warn("points: machine %s: tag at sequence %" PRIu64 " skipped: a disk is being copied or "
                         "resynced, so no point can be cut there",
                         r->m.name, seq);
-            } else if (e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH) {
+            } else if (e->tag_kind == WIRE_TAG_APP || e->tag_kind == WIRE_TAG_CRASH || e->tag_kind == WIRE_TAG_GROUP) {
                 char name[WIRE_MAX_NAME + 1];
                 memcpy(name, e->stored_data, e->length);
                 name[e->length] = '\0';
@@ -278,7 +282,6 @@ static int pts__batch(pts_t *p, const jnl_record_t *rec)
                 pts__cut(p, r, e->tag_kind == WIRE_TAG_APP ? PTS_KIND_APP : PTS_KIND_CRASH, name, e->id, seq,
                          b.recv_ns);
             }
-            /* group tags are the consistency stage's */
             break;
         case WIRE_R_SYNCED:
             if (e->disk < r->m.ndisks) {

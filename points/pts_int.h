@@ -76,6 +76,8 @@ struct pts {
     jnl_pos_t pub_pos;   /* next_pos as of the last commit */
     uint64_t pub_last_ns; /* last_ns as of the last commit */
     pts_pin_t *pins;     /* readers' sequences the horizon must not pass */
+    char **group_of;     /* by machine name, pairs: name, group (groups.c) */
+    size_t ngroup_of;
     size_t npins, pins_cap;
     bool stop;
 };
@@ -119,6 +121,10 @@ int pts__retire(pts_t *p);
 
 /* Load the failover records (failover.c), after the machines. */
 int pts__load_failovers(pts_t *p, char *err, size_t errlen);
+
+/* Forget group points some member's point of which is gone (groups.c). Under wmu. */
+int pts__groups_retain(pts_t *p);
+void pts__groups_free(pts_t *p);
 
 /* Load everything from the index at open (load.c). */
 int pts__load(pts_t *p, char *err, size_t errlen);

@@ -104,7 +104,12 @@ static int pts__thin(pts_t *p, pts_mrec_t *r, uint64_t now, uint64_t *oldest)
             break;
         }
         bool keep;
-        uint64_t age = now > pt.time_ns ? now - pt.time_ns : 0;
+        /* A group point is thinned by its round's time (its tag id), the
+         * same on every member, so that every member keeps the same rounds
+         * (class 3: its own slots, apart from the machine's own points). */
+        uint64_t t = pt.multivm ? pt.tag_id : pt.time_ns;
+        unsigned cls = pt.multivm ? 3u : (unsigned)pt.kind;
+        uint64_t age = now > t ? now - t : 0;
         if (seq == r->latest_seq) {
             keep = true; /* never drop a point before a newer one exists */
         } else if (age > window) {
@@ -114,11 +119,11 @@ static int pts__thin(pts_t *p, pts_mrec_t *r, uint64_t now, uint64_t *oldest)
             if (w == 0) {
                 keep = true;
             } else {
-                uint64_t slot = pt.time_ns / w;
-                keep = !(last_width[pt.kind] == w && last_slot[pt.kind] == slot);
+                uint64_t slot = t / w;
+                keep = !(last_width[cls] == w && last_slot[cls] == slot);
                 if (keep) {
-                    last_slot[pt.kind] = slot;
-                    last_width[pt.kind] = w;
+                    last_slot[cls] = slot;
+                    last_width[cls] = w;
                 }
             }
         }
@@ -482,6 +487,8 @@ int pts__retain_locked(pts_t *p, uint64_t now)
         if (rc && !first)
             first = rc;
     }
+    if (first == 0)
+        first = pts__groups_retain(p);
     if (first == 0 && p->base_dir && p->retire_journal)
         first = pts__retire(p);
     return first;

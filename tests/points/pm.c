@@ -169,6 +169,20 @@ void pm_append_marker(pm_t *m, jnl_t *j, uint8_t kind, uint16_t disk)
     m->nops++;
 }
 
+uint64_t pm_append_tag(pm_t *m, jnl_t *j, uint8_t tag_kind, uint64_t id, const char *name)
+{
+    cr_assert(m->nops + 1 <= PM_MAX_OPS);
+    pm_op_t *op = &m->ops[m->nops];
+    memset(op, 0, sizeof *op);
+    op->kind = WIRE_R_TAG;
+    op->tag_kind = tag_kind;
+    snprintf(op->tag, sizeof op->tag, "%s", name);
+    wire_entry_t e = {.kind = WIRE_R_TAG, .tag_kind = tag_kind, .id = id, .data = (const uint8_t *)op->tag,
+                      .length = (uint32_t)strlen(op->tag)};
+    pm__append(m, j, &e, 1, false);
+    return ++m->nops;
+}
+
 void pm_disk_at(const pm_t *m, unsigned disk, uint64_t seq, uint8_t *out)
 {
     memset(out, 0, m->disks[disk].size);

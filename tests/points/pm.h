@@ -62,6 +62,9 @@ void pm_append_batch(pm_t *m, jnl_t *j, unsigned max_entries);
 /* Append a batch of one SYNCED or RESYNC record for disk. */
 void pm_append_marker(pm_t *m, jnl_t *j, uint8_t kind, uint16_t disk);
 
+/* Append a batch of one tag record; its stream sequence. */
+uint64_t pm_append_tag(pm_t *m, jnl_t *j, uint8_t tag_kind, uint64_t id, const char *name);
+
 /* Flip one bit in the middle of the stored bytes of the write at seq, in
  * the journal's (one) segment file under jdir, as bit rot would, through
  * the index of the points stage p (which must have processed it). The
