@@ -189,6 +189,12 @@ void tgt__export_init(tgt_export_t *ex, tgt_exports_t *x, const char *machine, c
     ex->seq = seq;
     pts_base_path(x->pts, machine, disk_name, ex->base_path, sizeof ex->base_path);
     pthread_mutex_init(&ex->mu, NULL);
+    /* A committed machine's export (seq 0) reads no point. Without memory
+     * for the cache, reads scan the index: slower, the same bytes. */
+    size_t cap = atomic_load(&x->chunk_cap);
+    if (seq && cap && !(ex->chunks = tgt_chunks_new(size, cap, &x->chunk_cnt)))
+        tm_warn("target: no memory for the chunk cache of %s/%s at point %" PRIu64 ": every read scans the index",
+                machine, disk_name, seq);
 }
 
 static tgt_export_t *tgt__export_new(tgt_exports_t *x, const tgt_open_job_t *j)
@@ -405,6 +411,7 @@ int tgt_exports_start(uv_loop_t *loop, pts_t *pts, jnl_t *jnl, const char *liste
     x->pts = pts;
     x->jnl = jnl;
     x->addr = ss;
+    atomic_init(&x->chunk_cap, (size_t)TGT_CHUNKS_DEFAULT_CAP);
     int rc = nbd_server_new(loop, &tgt__ops, x, &x->srv);
     if (rc) {
         snprintf(err, errlen, "cannot make the NBD server: %s", tm_strerror(rc));
@@ -458,6 +465,22 @@ void tgt_exports_address(const tgt_exports_t *x, char *buf, size_t len)
 int tgt_exports_port(const tgt_exports_t *x)
 {
     return x->srv ? nbd_server_port(x->srv) : -ENOTCONN;
+}
+
+void tgt_exports_set_chunk_cache(tgt_exports_t *x, size_t cap)
+{
+    atomic_store(&x->chunk_cap, cap);
+}
+
+void tgt_exports_chunk_stats(tgt_exports_t *x, tgt_chunk_stats_t *out)
+{
+    const tgt_chunk_counters_t *c = &x->chunk_cnt;
+    out->entries = atomic_load(&c->entries);
+    out->bytes = atomic_load(&c->bytes);
+    out->hits = atomic_load(&c->hits);
+    out->misses = atomic_load(&c->misses);
+    out->evictions = atomic_load(&c->evictions);
+    out->stale = atomic_load(&c->stale);
 }
 
 static void tgt__pool_closed(void *arg)

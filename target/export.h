@@ -48,7 +48,10 @@
  * pool); the loop thread only decodes, dispatches and replies, so reads
  * never block the loop, nor ingest or the API on the same loop. Connections
  * that open the same disk at the same point share one export and its
- * readers (at most one reader per read thread, reused, never one per read).
+ * readers (at most one reader per read thread, reused, never one per read),
+ * and its chunk cache (chunks.h): each 1 MiB chunk's extents, loaded by
+ * the first read of the chunk with one index scan, kept for the next reads
+ * up to a cap per export (least recently used first out).
  *
  * Every function here is called on the loop's thread. The process must
  * ignore SIGPIPE (nbd.h).
@@ -64,6 +67,7 @@
 
 #include "journal/journal.h"
 #include "points/points.h"
+#include "target/chunks.h"
 
 /* Threads that resolve selectors and list exports; each open of `latest`
  * may hold one for as long as processing takes to catch up. */
@@ -91,6 +95,19 @@ void tgt_exports_address(const tgt_exports_t *x, char *buf, size_t len);
 
 /* The bound port (for tests and logs), or a negative error. */
 int tgt_exports_port(const tgt_exports_t *x);
+
+/* The cap of each export's chunk cache, in bytes, for exports made from
+ * now on (TGT_CHUNKS_DEFAULT_CAP until set; 0: none, every read scans the
+ * index). Any thread. */
+void tgt_exports_set_chunk_cache(tgt_exports_t *x, size_t cap);
+
+/* The chunk caches of every export so far: what is kept now, and counts
+ * since the start. Any thread. */
+typedef struct tgt_chunk_stats {
+    uint64_t entries, bytes;
+    uint64_t hits, misses, evictions, stale;
+} tgt_chunk_stats_t;
+void tgt_exports_chunk_stats(tgt_exports_t *x, tgt_chunk_stats_t *out);
 
 /*
  * Stop: stop listening, close every connection, wait for the opens and

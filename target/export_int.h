@@ -57,6 +57,11 @@ typedef struct tgt_export {
     pthread_mutex_t mu;
     tgt_slot_t *idle; /* under mu */
     bool base_seen;   /* under mu: the base exists (it is never removed) */
+    /* Each chunk's extents at seq, shared by the readers (chunks.h says
+     * why a list stays right under retention while seq is pinned); NULL:
+     * none (a cap of 0, short of memory, or the point let go by a commit).
+     * Made with the export, freed with its readers. */
+    tgt_chunks_t *chunks;
     /* A session's writable export (export_session.c: @test or
      * @failover): the overlay over the point, and the session that made
      * it. Such an export is not in the exports list, is never shared with
@@ -130,6 +135,8 @@ struct tgt_exports {
     tgt_export_t *exports;  /* open ones */
     tgt_session_t *sessions; /* starting, running, or ended with files kept and exports left */
     struct sockaddr_storage addr;
+    atomic_size_t chunk_cap;        /* of each new export's chunk cache */
+    tgt_chunk_counters_t chunk_cnt; /* of them all */
     bool stopping;
     unsigned closing; /* worker pools not closed yet */
     void (*stop_cb)(void *arg);
@@ -191,7 +198,8 @@ void tgt__sessions_stopping(tgt_exports_t *x);
  * removed, failovers kept and flushed). */
 void tgt__sessions_drop_all(tgt_exports_t *x);
 
-/* Close the readers an export kept; loop thread, once nothing reads. */
+/* Close the readers an export kept, and free its chunk cache; loop
+ * thread, once nothing reads. */
 void tgt__export_drop_readers(tgt_export_t *ex);
 
 #endif

@@ -73,6 +73,7 @@ static tgt_slot_t *tgt__take(tgt_export_t *ex, int *rc)
         .size = ex->size,
         .seq = ex->seq,
         .base_path = ex->base_path,
+        .chunks = ex->chunks,
     };
     *rc = tgt_open(&v, &s->r);
     if (*rc) {
@@ -234,4 +235,7 @@ void tgt__export_drop_readers(tgt_export_t *ex)
         tgt_close(s->r);
         tm_free(s);
     }
+    /* after its readers: they point at it */
+    tgt_chunks_free(ex->chunks);
+    ex->chunks = NULL;
 }

@@ -3,6 +3,10 @@
  * it takes the extents newest first and fills only the parts of the range
  * that no newer extent filled yet, so it stops as soon as the range is
  * covered and never reads data that a newer write hides.
+ *
+ * With a chunk cache (chunks.h) the extents come from the chunk's kept
+ * list; a miss scans the whole chunk once (not only the range read),
+ * leaving out what can never show, and keeps the list for the next reads.
  */
 #include "target/reader.h"
 
@@ -27,6 +31,11 @@ typedef struct tgt_gap {
     uint64_t a, b;
 } tgt_gap_t;
 
+typedef struct tgt_gaps {
+    tgt_gap_t *g;
+    size_t n, cap;
+} tgt_gaps_t;
+
 /* Untouched chunks per read whose zero-filling may be skipped. */
 #define TGT_LAZY_MAX 16u
 
@@ -41,13 +50,17 @@ struct tgt_reader {
     uint64_t raw_lsn;
     uint32_t raw_data_off;
     bool raw_valid;
-    tgt_gap_t *gaps;
-    size_t ngaps, gcap;
+    tgt_gaps_t gaps; /* of the range of the current chunk not filled yet */
+    /* a chunk's scan for the cache: the extents kept, and what of the
+     * chunk no newer one covers */
+    pts_extent_t *col;
+    size_t ncol, colcap;
+    tgt_gaps_t cgaps;
     /* the current read */
     uint8_t *buf;
     uint64_t buf_off;
-    int rc;
     bool wrote; /* an extent filled some of the range */
+    bool quiet; /* a failure through a kept list is retried: not logged */
     char err[320];
 };
 
@@ -89,7 +102,9 @@ void tgt_close(tgt_reader_t *r)
         close(r->base_fd);
     tm_free(r->raw);
     tm_free(r->stored);
-    tm_free(r->gaps);
+    tm_free(r->gaps.g);
+    tm_free(r->cgaps.g);
+    tm_free(r->col);
     tm_free(r);
 }
 
@@ -104,7 +119,8 @@ static int tgt__fail(tgt_reader_t *r, int rc, const pts_extent_t *e, const char 
              "machine %s disk %s at point %" PRIu64 ": the write at offset %" PRIu64 " (%" PRIu32
              " bytes, sequence %" PRIu64 ", journal record %" PRIu64 " in segment %" PRIu64 " at %" PRIu64 ") %s",
              r->machine, r->disk_name, r->v.seq, e->w_off, e->w_len, e->seq, e->lsn, e->pos.seg, e->pos.off, what);
-    tm_log(TM_LOG_ERROR, "target: %s", r->err);
+    if (!r->quiet)
+        tm_log(TM_LOG_ERROR, "target: %s", r->err);
     return rc;
 }
 
@@ -137,11 +153,63 @@ static int tgt__load(tgt_reader_t *r, const pts_extent_t *e)
     return 0;
 }
 
-static int tgt__add_gap(tgt_reader_t *r, uint64_t a, uint64_t b)
+static int tgt__add_gap(tgt_gaps_t *gs, uint64_t a, uint64_t b)
 {
-    if (r->ngaps == r->gcap && tm_grow((void **)&r->gaps, &r->gcap, r->ngaps + 1, sizeof *r->gaps) != 0)
+    if (gs->n == gs->cap && tm_grow((void **)&gs->g, &gs->cap, gs->n + 1, sizeof *gs->g) != 0)
         return -ENOMEM;
-    r->gaps[r->ngaps++] = (tgt_gap_t){a, b};
+    gs->g[gs->n++] = (tgt_gap_t){a, b};
+    return 0;
+}
+
+/*
+ * Take [ea, eb) out of the gaps: fill(r, e, a, b) (when not NULL) for each
+ * piece of it that was still a gap, before that piece goes. 1 when no gap
+ * is left, 0 when some are, or fill's error. *hit (may be NULL) tells
+ * whether any piece was a gap.
+ */
+static int tgt__cut(tgt_reader_t *r, tgt_gaps_t *gs, const pts_extent_t *e, bool *hit,
+                    int (*fill)(tgt_reader_t *r, const pts_extent_t *e, uint64_t a, uint64_t b))
+{
+    uint64_t ea = e->off, eb = e->off + e->len;
+    size_t n = gs->n;
+    for (size_t i = 0; i < n; i++) {
+        tgt_gap_t g = gs->g[i];
+        uint64_t a = g.a > ea ? g.a : ea, b = g.b < eb ? g.b : eb;
+        if (a >= b)
+            continue;
+        if (fill) {
+            int rc = fill(r, e, a, b);
+            if (rc)
+                return rc;
+        }
+        if (hit)
+            *hit = true;
+        /* what is left of the gap: before a and after b */
+        gs->g[i].b = a;
+        if (b < g.b && tgt__add_gap(gs, b, g.b) != 0)
+            return -ENOMEM;
+    }
+    /* drop emptied gaps */
+    size_t k = 0;
+    for (size_t i = 0; i < gs->n; i++)
+        if (gs->g[i].a < gs->g[i].b)
+            gs->g[k++] = gs->g[i];
+    gs->n = k;
+    return k == 0 ? 1 : 0;
+}
+
+/* One piece of the range an extent covers: its bytes into the buffer. */
+static int tgt__fill(tgt_reader_t *r, const pts_extent_t *e, uint64_t a, uint64_t b)
+{
+    if (e->kind == PTS_EXT_WRITE) {
+        int rc = tgt__load(r, e);
+        if (rc)
+            return rc;
+        memcpy(r->buf + (a - r->buf_off), r->raw + (a - e->w_off), b - a);
+    } else {
+        memset(r->buf + (a - r->buf_off), 0, b - a);
+    }
+    r->wrote = true;
     return 0;
 }
 
@@ -149,41 +217,30 @@ static int tgt__add_gap(tgt_reader_t *r, uint64_t a, uint64_t b)
 static int tgt__extent(void *arg, const pts_extent_t *e)
 {
     tgt_reader_t *r = arg;
-    uint64_t ea = e->off, eb = e->off + e->len;
-    size_t n = r->ngaps;
-    for (size_t i = 0; i < n; i++) {
-        tgt_gap_t g = r->gaps[i];
-        uint64_t a = g.a > ea ? g.a : ea, b = g.b < eb ? g.b : eb;
-        if (a >= b)
-            continue;
-        if (e->kind == PTS_EXT_WRITE) {
-            int rc = tgt__load(r, e);
-            if (rc)
-                return rc;
-            memcpy(r->buf + (a - r->buf_off), r->raw + (a - e->w_off), b - a);
-        } else {
-            memset(r->buf + (a - r->buf_off), 0, b - a);
-        }
-        r->wrote = true;
-        /* what is left of the gap: before a and after b */
-        r->gaps[i].b = a;
-        if (b < g.b && tgt__add_gap(r, b, g.b) != 0)
-            return -ENOMEM;
-    }
-    /* drop emptied gaps */
-    size_t k = 0;
-    for (size_t i = 0; i < r->ngaps; i++)
-        if (r->gaps[i].a < r->gaps[i].b)
-            r->gaps[k++] = r->gaps[i];
-    r->ngaps = k;
-    return k == 0 ? 1 : 0;
+    return tgt__cut(r, &r->gaps, e, NULL, tgt__fill);
+}
+
+/* One extent of a chunk's scan for the cache, newest first: kept only if
+ * some of it still shows; the scan stops once the chunk is covered (older
+ * extents can never show at this point). */
+static int tgt__collect(void *arg, const pts_extent_t *e)
+{
+    tgt_reader_t *r = arg;
+    bool shows = false;
+    int rc = tgt__cut(r, &r->cgaps, e, &shows, NULL);
+    if (rc < 0 || !shows)
+        return rc;
+    if (r->ncol == r->colcap && tm_grow((void **)&r->col, &r->colcap, r->ncol + 1, sizeof *r->col) != 0)
+        return -ENOMEM;
+    r->col[r->ncol++] = *e;
+    return rc;
 }
 
 /* The base image (or zeros) for what no extent covered. */
 static int tgt__fill_base(tgt_reader_t *r, int *hole)
 {
-    for (size_t i = 0; i < r->ngaps; i++) {
-        uint64_t a = r->gaps[i].a, b = r->gaps[i].b;
+    for (size_t i = 0; i < r->gaps.n; i++) {
+        uint64_t a = r->gaps.g[i].a, b = r->gaps.g[i].b;
         uint8_t *dst = r->buf + (a - r->buf_off);
         size_t got = 0;
         while (r->base_fd >= 0 && got < b - a) {
@@ -216,6 +273,73 @@ int tgt_read(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole)
     return rc;
 }
 
+/* Start filling [a, b) of one chunk at dst: all of it a gap. */
+static int tgt__chunk_start(tgt_reader_t *r, uint64_t a, uint64_t b, uint8_t *dst)
+{
+    r->gaps.n = 0;
+    r->buf = dst;
+    r->buf_off = a;
+    r->wrote = false;
+    return tgt__add_gap(&r->gaps, a, b);
+}
+
+/* Fill [a, b) (inside chunk) from n extents, newest first. */
+static int tgt__apply(tgt_reader_t *r, const pts_extent_t *e, size_t n, uint64_t a, uint64_t b, uint8_t *dst)
+{
+    int rc = tgt__chunk_start(r, a, b, dst);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = tgt__extent(r, &e[i]);
+    return rc > 0 ? 0 : rc;
+}
+
+/* Scan the index for the extents of chunk that can show at the point,
+ * into r->col. */
+static int tgt__scan(tgt_reader_t *r, uint64_t chunk)
+{
+    uint64_t ca = chunk << PTS_CHUNK_SHIFT, cb = (chunk + 1) << PTS_CHUNK_SHIFT;
+    if (cb > r->v.size)
+        cb = r->v.size;
+    r->ncol = 0;
+    r->cgaps.n = 0;
+    int rc = tgt__add_gap(&r->cgaps, ca, cb);
+    if (rc == 0)
+        rc = pts_index_scan_chunk(r->v.ix, r->v.mid, r->v.disk, chunk, r->v.seq, tgt__collect, r);
+    return rc;
+}
+
+/*
+ * Fill [a, b) of chunk through the cache. A kept list that fails (a
+ * journal record retired since the list was loaded: retention folded it
+ * into the base, see chunks.h; or any failed check) is forgotten and the
+ * chunk done again from a new scan, whose result stands: a failure then is
+ * reported (and logged) exactly as without the cache. A new scan's list is
+ * kept unless its read failed.
+ */
+static int tgt__chunk_cached(tgt_reader_t *r, uint64_t chunk, uint64_t a, uint64_t b, uint8_t *dst)
+{
+    tgt_chunks_t *c = r->v.chunks;
+    tgt_clist_t *l = tgt_chunks_get(c, chunk);
+    if (l) {
+        r->quiet = true;
+        int rc = tgt__apply(r, l->e, l->n, a, b, dst);
+        r->quiet = false;
+        if (rc == 0 || (rc != TM_ERETIRED && rc != TM_ECORRUPT)) {
+            tgt_clist_release(l);
+            return rc;
+        }
+        tgt_chunks_forget(c, l);
+        tgt_clist_release(l);
+        r->err[0] = '\0';
+    }
+    int rc = tgt__scan(r, chunk);
+    if (rc)
+        return rc;
+    rc = tgt__apply(r, r->col, r->ncol, a, b, dst);
+    if (rc == 0)
+        tgt_chunks_add(c, chunk, r->col, (uint32_t)r->ncol);
+    return rc;
+}
+
 int tgt_read_sparse(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *hole)
 {
     int dummy;
@@ -235,13 +359,15 @@ int tgt_read_sparse(tgt_reader_t *r, uint64_t off, void *buf, size_t len, int *h
         uint64_t b = (chunk + 1) << PTS_CHUNK_SHIFT;
         if (b > end)
             b = end;
-        r->ngaps = 0;
-        if (tgt__add_gap(r, a, b) != 0)
-            return -ENOMEM;
-        r->buf = (uint8_t *)buf + (a - off);
-        r->buf_off = a;
-        r->wrote = false;
-        int rc = pts_index_scan_chunk(r->v.ix, r->v.mid, r->v.disk, chunk, r->v.seq, tgt__extent, r);
+        uint8_t *dst = (uint8_t *)buf + (a - off);
+        int rc;
+        if (r->v.chunks) {
+            rc = tgt__chunk_cached(r, chunk, a, b, dst);
+        } else {
+            rc = tgt__chunk_start(r, a, b, dst);
+            if (rc == 0)
+                rc = pts_index_scan_chunk(r->v.ix, r->v.mid, r->v.disk, chunk, r->v.seq, tgt__extent, r);
+        }
         if (rc) {
             if (!r->err[0])
                 snprintf(r->err, sizeof r->err, "machine %s disk %s: the index cannot be read: %s", r->machine,

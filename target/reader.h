@@ -10,8 +10,16 @@
  * with TM_ECORRUPT and a message naming the point, the disk and the
  * position; wrong bytes are never returned.
  *
+ * A reader may take each chunk's extents from a chunk cache (chunks.h)
+ * shared with other readers of the same disk at the same pinned point,
+ * instead of scanning the index for every chunk it reads. A list from the
+ * cache that fails a read (a journal record retired since it was loaded,
+ * or a check that fails) is forgotten and the chunk read again from a new
+ * scan, whose outcome stands: the cache never changes what a read returns
+ * or how a failure is named.
+ *
  * Threads: a reader is used by one thread at a time; several readers may
- * run at once over the same index and journal.
+ * run at once over the same index and journal (and chunk cache).
  */
 #ifndef TM_TARGET_READER_H
 #define TM_TARGET_READER_H
@@ -20,6 +28,7 @@
 #include <stdint.h>
 
 #include "journal/journal.h"
+#include "target/chunks.h"
 #include "points/points.h"
 
 typedef struct tgt_reader tgt_reader_t;
@@ -34,6 +43,9 @@ typedef struct tgt_view {
     uint64_t size;         /* the disk's size */
     uint64_t seq;          /* the point */
     const char *base_path; /* the replica base image; NULL, "" or missing: zeros */
+    tgt_chunks_t *chunks;  /* NULL: the index is scanned for every chunk read. Else a cache for
+                            * exactly this mid, disk and seq, with seq pinned (pts_pin) for as
+                            * long as the cache lives; it must outlive the reader. */
 } tgt_view_t;
 
 /* 0 or -ENOMEM; -errno when the base image exists but cannot be opened. */

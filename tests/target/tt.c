@@ -20,25 +20,45 @@ uint64_t tt_seed(uint64_t def)
     return s;
 }
 
+static void tt__open_journal(tt_t *t)
+{
+    jnl_options_t jo = {.segment_size = t->segment_size,
+                        .max_record = t->segment_size ? (uint32_t)(t->segment_size - 8192) : 0};
+    cr_assert_eq(jnl_open(t->jdir, &jo, &t->j), 0);
+}
+
+static void tt__open_points(tt_t *t)
+{
+    char err[256];
+    pts_options_t o = {.cadence_ms = 1000, .base_dir = t->bdir, .no_auto_retain = true, .retire_journal = t->retire};
+    int rc = pts_open(t->idir, t->j, &o, &t->p, err, sizeof err);
+    cr_assert_eq(rc, 0, "pts_open: %s", err);
+}
+
 void tt_init(tt_t *t, const char *tag, uint64_t seed, unsigned nbatches, unsigned max_entries)
 {
+    tt_init_ex(t, tag, seed, nbatches, max_entries, 0, false);
+}
+
+void tt_init_ex(tt_t *t, const char *tag, uint64_t seed, unsigned nbatches, unsigned max_entries,
+                uint64_t segment_size, bool retire)
+{
     memset(t, 0, sizeof *t);
+    t->segment_size = segment_size;
+    t->retire = retire;
     signal(SIGPIPE, SIG_IGN);
     tmt_mkdtemp(t->dir, tag);
     snprintf(t->jdir, sizeof t->jdir, "%s/journal", t->dir);
     snprintf(t->idir, sizeof t->idir, "%s/index", t->dir);
     snprintf(t->bdir, sizeof t->bdir, "%s/base", t->dir);
-    cr_assert_eq(jnl_open(t->jdir, NULL, &t->j), 0);
+    tt__open_journal(t);
     /* Ten minutes ago: every batch time is in the past for @TIME, and
      * younger than an hour, so thinning would keep every point anyway. */
     pm_init(&t->m, seed, "web1", tm_now_ns() - 600ull * 1000000000ull, TT_STEP_NS);
     pm_append_disks(&t->m, t->j);
     for (unsigned i = 0; i < nbatches; i++)
         pm_append_batch(&t->m, t->j, max_entries);
-    char err[256];
-    pts_options_t o = {.cadence_ms = 1000, .base_dir = t->bdir, .no_auto_retain = true};
-    int rc = pts_open(t->idir, t->j, &o, &t->p, err, sizeof err);
-    cr_assert_eq(rc, 0, "pts_open: %s", err);
+    tt__open_points(t);
     cr_assert_eq(pts_sync(t->p, 30000), 0);
     /* the idle cut of the last point follows catching up */
     cr_assert_eq(pts_sync(t->p, 30000), 0);
@@ -255,11 +275,8 @@ void tt_reopen(tt_t *t, bool wipe)
         snprintf(t->idir, sizeof t->idir, "%s/index-%u", t->dir, t->reopens);
         snprintf(t->bdir, sizeof t->bdir, "%s/base-%u", t->dir, t->reopens);
     }
-    cr_assert_eq(jnl_open(t->jdir, NULL, &t->j), 0);
-    char err[256];
-    pts_options_t o = {.cadence_ms = 1000, .base_dir = t->bdir, .no_auto_retain = true};
-    int rc = pts_open(t->idir, t->j, &o, &t->p, err, sizeof err);
-    cr_assert_eq(rc, 0, "pts_open: %s", err);
+    tt__open_journal(t);
+    tt__open_points(t);
     cr_assert_eq(pts_sync(t->p, 30000), 0);
 }
 

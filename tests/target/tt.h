@@ -55,6 +55,9 @@ typedef struct tt {
     int commit_rc;
     char commit_msg[1024];
     unsigned reopens; /* tt_reopen(wipe) */
+    /* tt_init_ex's, kept for tt_reopen */
+    uint64_t segment_size;
+    bool retire;
 } tt_t;
 
 /* The seed (TIDEMARK_TARGET_SEED, else def), printed. */
@@ -64,6 +67,11 @@ uint64_t tt_seed(uint64_t def);
  * entries each), received from ten minutes ago on, processed (pts_sync),
  * with a replica base folder and no automatic retention. */
 void tt_init(tt_t *t, const char *tag, uint64_t seed, unsigned nbatches, unsigned max_entries);
+/* The same with journal segments of segment_size bytes (0: the default;
+ * records up to segment_size - 8 KiB), and retention retiring the journal
+ * segments it folded when retire. */
+void tt_init_ex(tt_t *t, const char *tag, uint64_t seed, unsigned nbatches, unsigned max_entries,
+                uint64_t segment_size, bool retire);
 /* Start the exports on 127.0.0.1:0 on their own thread. */
 void tt_start(tt_t *t);
 /* Stop them (from their thread), join, assert uv_loop_close() == 0. */
