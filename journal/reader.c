@@ -313,7 +313,13 @@ int jnl_read_part(jnl_t *j, jnl_pos_t pos, uint64_t lsn, uint32_t at, void *buf,
     rc = jnl__pread_full(&j->io, fd, buf, len, pos.off + JNL_REC_HDR_LEN + at);
 out_close:
     j->io.close(fd);
-    return rc;
+    /* A segment retired (and its file perhaps reused) while it was read
+     * reads as another record or garbage: retired, not corrupt. Checked
+     * after the data too: the caller's checksum would otherwise fail. */
+    pthread_mutex_lock(&j->mu);
+    bool retired = j->nsegs == 0 || pos.seg < j->segs[0].seq;
+    pthread_mutex_unlock(&j->mu);
+    return retired ? TM_ERETIRED : rc;
 }
 
 uint64_t jnl_bytes_after(jnl_t *j, jnl_pos_t pos)
