@@ -13,8 +13,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -65,6 +67,10 @@ struct agent_client {
 
     wire_welcome_t welcome;
     agent_client_stats_t stats;
+    bool down_due;          /* a session past its WELCOME was dropped: tell the producer once it is closed */
+    /* group rounds noted, a ring of the newest AGENT_ROUND_HISTORY (allocated at the first) */
+    agent_round_rec_t *rounds;
+    uint64_t rounds_noted;
 
     unsigned pending_closes;
     void (*close_cb)(void *arg);
@@ -239,6 +245,13 @@ void agent_client_start(agent_client_t *c)
         client_connect(c);
 }
 
+static void client_free(agent_client_t *c)
+{
+    wire_decoder_free(&c->dec);
+    tm_free(c->rounds);
+    tm_free(c);
+}
+
 static void on_tcp_closed(uv_handle_t *h)
 {
     agent_client_t *c = h->data;
@@ -247,8 +260,7 @@ static void on_tcp_closed(uv_handle_t *h)
         if (--c->pending_closes == 0) {
             void (*cb)(void *) = c->close_cb;
             void *arg = c->close_arg;
-            wire_decoder_free(&c->dec);
-            tm_free(c);
+            client_free(c);
             if (cb)
                 cb(arg);
         }
@@ -256,6 +268,13 @@ static void on_tcp_closed(uv_handle_t *h)
     }
     c->state = ST_IDLE;
     uv_timer_start(&c->retry_timer, on_retry, c->next_delay_ms, 0);
+    /* Here, not in client_drop: a drop can happen inside any call of the
+     * producer's (a failed write), which must not be re-entered. */
+    if (c->down_due) {
+        c->down_due = false;
+        if (c->cbs.down)
+            c->cbs.down(c, c->arg);
+    }
 }
 
 /* End the connection: log why (with the delay), pick the next delay, close.
@@ -290,6 +309,7 @@ static void client_drop(agent_client_t *c, const char *why_fmt, ...)
         c->backoff_ms = c->backoff_ms * 2 > c->backoff_max_ms ? c->backoff_max_ms : c->backoff_ms * 2;
     }
     c->state = ST_IDLE; /* nothing of this connection is acted on any more */
+    c->down_due = was_streaming;
     uv_timer_stop(&c->send_timer);
     c->send_scheduled = false;
     if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
@@ -302,8 +322,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--c->pending_closes == 0) {
         void (*cb)(void *) = c->close_cb;
         void *arg = c->close_arg;
-        wire_decoder_free(&c->dec);
-        tm_free(c);
+        client_free(c);
         if (cb)
             cb(arg);
     }
@@ -327,6 +346,77 @@ void agent_client_close(agent_client_t *c, void (*cb)(void *arg), void *arg)
 void agent_client_get_stats(const agent_client_t *c, agent_client_stats_t *st)
 {
     *st = c->stats;
+}
+
+/* ---- group rounds' records ------------------------------------------------ */
+
+void agent_client_note_round(agent_client_t *c, const agent_round_rec_t *r)
+{
+    switch (r->outcome) {
+    case AGENT_ROUND_COMMITTED: c->stats.rounds_committed++; break;
+    case AGENT_ROUND_ABORTED: c->stats.rounds_aborted++; break;
+    case AGENT_ROUND_TIMED_OUT: c->stats.rounds_timed_out++; break;
+    default: c->stats.rounds_failed++; break;
+    }
+    if (r->hold_us > c->stats.hold_max_us)
+        c->stats.hold_max_us = r->hold_us;
+    if (!c->rounds && !(c->rounds = tm_malloc(AGENT_ROUND_HISTORY * sizeof *c->rounds)))
+        return; /* the counts above still hold */
+    c->rounds[c->rounds_noted % AGENT_ROUND_HISTORY] = *r;
+    c->rounds_noted++;
+}
+
+size_t agent_client_rounds(const agent_client_t *c, agent_round_rec_t *out, size_t max)
+{
+    uint64_t kept = c->rounds_noted < AGENT_ROUND_HISTORY ? c->rounds_noted : AGENT_ROUND_HISTORY;
+    if (!c->rounds)
+        kept = 0;
+    size_t n = kept < max ? (size_t)kept : max;
+    for (size_t i = 0; i < n; i++)
+        out[i] = c->rounds[(c->rounds_noted - n + i) % AGENT_ROUND_HISTORY];
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+uint64_t agent_client_hold_percentile(const agent_client_t *c, double p)
+{
+    uint64_t kept = c->rounds_noted < AGENT_ROUND_HISTORY ? c->rounds_noted : AGENT_ROUND_HISTORY;
+    if (!c->rounds || kept == 0)
+        return 0;
+    uint64_t *v = tm_malloc((size_t)kept * sizeof *v);
+    if (!v)
+        return 0;
+    size_t n = 0;
+    for (uint64_t i = 0; i < kept; i++)
+        if (c->rounds[i].outcome != AGENT_ROUND_FAILED)
+            v[n++] = c->rounds[i].hold_us;
+    uint64_t r = 0;
+    if (n) {
+        qsort(v, n, sizeof *v, cmp_u64);
+        /* nearest rank: the smallest value with at least p% at or below it */
+        double rank = p / 100.0 * (double)n;
+        size_t k = rank <= 1.0 ? 0 : (size_t)ceil(rank) - 1;
+        r = v[k < n ? k : n - 1];
+    }
+    tm_free(v);
+    return r;
+}
+
+void agent_client_round_summary(const agent_client_t *c, char *buf, size_t len)
+{
+    const agent_client_stats_t *st = &c->stats;
+    snprintf(buf, len,
+             "group rounds: %llu committed, %llu aborted, %llu timed out, %llu failed; hold p50 %.1f ms, p99 %.1f "
+             "ms, max %.1f ms",
+             (unsigned long long)st->rounds_committed, (unsigned long long)st->rounds_aborted,
+             (unsigned long long)st->rounds_timed_out, (unsigned long long)st->rounds_failed,
+             (double)agent_client_hold_percentile(c, 50) / 1000.0, (double)agent_client_hold_percentile(c, 99) / 1000.0,
+             (double)st->hold_max_us / 1000.0);
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -458,6 +548,24 @@ int agent_client_resync_ack(agent_client_t *c, uint16_t disk, uint16_t frames)
 {
     uint16_t v[2] = {disk, frames};
     return client_send_small(c, enc_resync_ack, v);
+}
+
+static int enc_prepared(agent_client_t *c, wire_buf_t *b, const void *arg)
+{
+    (void)c;
+    return wire_enc_prepared(b, arg);
+}
+
+int agent_client_prepared(agent_client_t *c, const wire_prepared_t *m)
+{
+    wire_buf_t probe = {0};
+    /* A body the server would refuse is the caller's bug, not memory. */
+    int ok = wire_enc_prepared(&probe, m);
+    bool oom = probe.oom;
+    wire_buf_free(&probe);
+    if (ok != 0 && !oom)
+        return TM_EINVAL;
+    return client_send_small(c, enc_prepared, m);
 }
 
 void agent_client_abort(agent_client_t *c, const char *why)
@@ -652,6 +760,47 @@ static void handle_frame(agent_client_t *c)
                     text);
         if (c->cbs.resume)
             c->cbs.resume(c, text, c->arg);
+        return;
+    }
+    case WIRE_T_GROUP_PREPARE: {
+        wire_group_prepare_t m;
+        if (c->state != ST_STREAMING) {
+            /* The hold's position is in the stream: it needs a WELCOME. */
+            client_drop(c, "server %s sent an unexpected GROUP_PREPARE", c->server);
+            return;
+        }
+        if ((rc = wire_dec_group_prepare(body, len, &m, reason, sizeof reason)) != 0) {
+            client_drop(c, "server %s sent a bad GROUP_PREPARE: %s", c->server, reason);
+            return;
+        }
+        if (c->cbs.group_prepare) {
+            c->cbs.group_prepare(c, &m, c->arg);
+            return;
+        }
+        wire_prepared_t p = {.round = m.round, .status = WIRE_PREPARED_FAILED,
+                             .reason = "this agent takes no part in group rounds"};
+        tm_warn("group round %llu: refused: this agent takes no part in group rounds", (unsigned long long)m.round);
+        agent_client_prepared(c, &p);
+        return;
+    }
+    case WIRE_T_GROUP_COMMIT:
+    case WIRE_T_GROUP_ABORT: {
+        uint64_t round;
+        bool commit = c->dec.hdr.type == WIRE_T_GROUP_COMMIT;
+        if (c->state != ST_STREAMING) {
+            client_drop(c, "server %s sent an unexpected %s", c->server, commit ? "GROUP_COMMIT" : "GROUP_ABORT");
+            return;
+        }
+        rc = commit ? wire_dec_group_commit(body, len, &round, reason, sizeof reason)
+                    : wire_dec_group_abort(body, len, &round, reason, sizeof reason);
+        if (rc != 0) {
+            client_drop(c, "server %s sent a bad %s: %s", c->server, commit ? "GROUP_COMMIT" : "GROUP_ABORT", reason);
+            return;
+        }
+        if (commit && c->cbs.group_commit)
+            c->cbs.group_commit(c, round, c->arg);
+        else if (!commit && c->cbs.group_abort)
+            c->cbs.group_abort(c, round, c->arg);
         return;
     }
     case WIRE_T_ERROR: {

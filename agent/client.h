@@ -64,6 +64,20 @@ typedef struct agent_client_cbs {
      * this session is the producer's to check (agent_client_abort if not).
      * Without it the frame ends the connection. */
     void (*sums)(agent_client_t *c, const wire_resync_sums_t *m, void *arg);
+    /* Group rounds (docs/agent-protocol.md, "Group rounds"; the producer
+     * hands them to agent/quiesce.h). The server sent GROUP_PREPARE (m
+     * decoded, within its limits): the producer answers with
+     * agent_client_prepared(). Without it the client answers PREPARED
+     * failed at once ("this agent takes no part in group rounds"). */
+    void (*group_prepare)(agent_client_t *c, const wire_group_prepare_t *m, void *arg);
+    /* GROUP_COMMIT and GROUP_ABORT of a round. Optional (nothing is held
+     * without group_prepare). */
+    void (*group_commit)(agent_client_t *c, uint64_t round, void *arg);
+    void (*group_abort)(agent_client_t *c, uint64_t round, void *arg);
+    /* A session that reached its WELCOME ended (lost, refused, an ERROR):
+     * called from the loop once its connection is closed, never from inside
+     * another call of the client, before the reconnection. Optional. */
+    void (*down)(agent_client_t *c, void *arg);
 } agent_client_cbs_t;
 
 typedef struct agent_client_opts {
@@ -86,7 +100,32 @@ typedef struct agent_client_stats {
     uint64_t acks;
     bool connected;        /* in a session now */
     bool stopped;          /* the server sent STOP, and no RESUME since */
+    /* group rounds, as the producer noted them (agent_client_note_round) */
+    uint64_t rounds_committed; /* the group tag was appended */
+    uint64_t rounds_aborted;   /* released without a tag: GROUP_ABORT, the session ended, ... */
+    uint64_t rounds_timed_out; /* released without a tag: the hold limit passed without a decision */
+    uint64_t rounds_failed;    /* never held: PREPARED failed (stopped, busy, a pre-script, ...) */
+    uint64_t hold_max_us;      /* the longest hold of any round */
 } agent_client_stats_t;
+
+/* How a group round ended at this agent. */
+typedef enum {
+    AGENT_ROUND_COMMITTED = 1,
+    AGENT_ROUND_ABORTED = 2,
+    AGENT_ROUND_TIMED_OUT = 3,
+    AGENT_ROUND_FAILED = 4,
+} agent_round_outcome_t;
+
+/* One group round as this agent saw it. */
+typedef struct agent_round_rec {
+    uint64_t round;
+    uint64_t hold_us;  /* from the hold's start to the release; 0 when it never held */
+    uint8_t kind;      /* WIRE_TAG_CRASH or WIRE_TAG_APP */
+    uint8_t outcome;   /* agent_round_outcome_t */
+} agent_round_rec_t;
+
+/* The rounds a client remembers (the newest; the counts cover all). */
+#define AGENT_ROUND_HISTORY 4096u
 
 /*
  * Make a client on loop for stream s. Returns 0, TM_EINVAL (a bad address,
@@ -114,6 +153,28 @@ int agent_client_resync_ack(agent_client_t *c, uint16_t disk, uint16_t frames);
 void agent_client_abort(agent_client_t *c, const char *why);
 
 void agent_client_get_stats(const agent_client_t *c, agent_client_stats_t *st);
+
+/* PREPARED on the live session: 0, TM_ECLOSED when there is no session
+ * past its WELCOME (nothing is sent later: the round is over for the
+ * agent), TM_EINVAL for a body the decoder would refuse, or -ENOMEM. */
+int agent_client_prepared(agent_client_t *c, const wire_prepared_t *m);
+
+/* The producer's record of a round that ended (kept in the stats, the
+ * history and the percentiles below). */
+void agent_client_note_round(agent_client_t *c, const agent_round_rec_t *r);
+
+/* The rounds remembered, oldest first, at most max of the newest; returns
+ * how many were copied. */
+size_t agent_client_rounds(const agent_client_t *c, agent_round_rec_t *out, size_t max);
+
+/* The p-th percentile (0..100, nearest rank) of the hold times, in
+ * microseconds, of the remembered rounds that held (every outcome but
+ * FAILED); 0 when none did. */
+uint64_t agent_client_hold_percentile(const agent_client_t *c, double p);
+
+/* One line for a log: "group rounds: N committed, N aborted, N timed
+ * out, N failed; hold p50 X ms, p99 Y ms, max Z ms". */
+void agent_client_round_summary(const agent_client_t *c, char *buf, size_t len);
 
 /* Close the connection and every handle; the client frees itself and then
  * calls cb(arg) from the loop. Call once; c is invalid from here on. */

@@ -9,10 +9,13 @@
  *
  * Without a pre-script PRE is skipped; without a post-script POST is. A
  * STOP goes IDLE -> DRAIN -> (final tag) -> IDLE: no script, no hold, no
- * release (its producer refuses writes instead of holding them). Hooks
- * may call back into agent_quiesce_check() (the producer's release admits
- * writes, which appends, which checks): q_step() notices and loops instead
- * of recursing.
+ * release (its producer refuses writes instead of holding them). A group
+ * round goes PRE -> DRAIN -> (PREPARED) DECIDE -> (COMMIT: tag) POST, and
+ * leaves DRAIN or DECIDE for POST without a tag on ABORT, on the hold
+ * limit's timer or when its session ends; it never waits in the queue
+ * (refused when something else is running). Hooks may call back into
+ * agent_quiesce_check() (the producer's release admits writes, which
+ * appends, which checks): q_step() notices and loops instead of recursing.
  */
 #include "agent/quiesce.h"
 
@@ -28,12 +31,20 @@
 
 extern char **environ;
 
-typedef enum { Q_IDLE, Q_PRE, Q_DRAIN, Q_POST, Q_CLOSED } q_state_t;
+typedef enum { Q_IDLE, Q_PRE, Q_DRAIN, Q_DECIDE, Q_POST, Q_CLOSED } q_state_t;
+
+typedef enum {
+    RQ_APP,   /* an app tag */
+    RQ_STOP,  /* a STOP's final tag */
+    RQ_ROUND, /* a group round: id is the round */
+} q_what_t;
 
 typedef struct q_req {
     uint64_t id;
     char name[WIRE_MAX_NAME + 1];
-    bool stop;           /* a STOP's final tag, not an app tag */
+    q_what_t what;
+    uint8_t round_kind;  /* rounds: WIRE_TAG_CRASH or WIRE_TAG_APP */
+    uint32_t hold_ms;    /* rounds: the hold limit */
 } q_req_t;
 
 struct agent_quiesce {
@@ -65,10 +76,35 @@ struct agent_quiesce {
     bool stepping, again;
     unsigned open_handles;
     uint64_t tagged, failed;
+
+    /* the group round in cur (cur.what == RQ_ROUND) */
+    bool round_over;         /* decided here: no tag (abort, hold limit, session, failure) or tagged */
+    agent_round_outcome_t outcome;
+    uint64_t hold_start_ns;  /* uv_hrtime() at the hold; 0 while not held */
+    uv_timer_t hold_timer;   /* the hold limit */
+    /* the last round that ended, to say why a late COMMIT is ignored */
+    uint64_t last_round;
+    agent_round_outcome_t last_outcome;
+    uint64_t releasing;      /* the round whose writes the release hook lets go, during the call */
 };
 
 static void q_step(agent_quiesce_t *q);
 static void q_on_closed(uv_handle_t *h);
+
+/* What the current request is called in the log (agents on several
+ * threads share no buffer). */
+typedef struct q_lbl {
+    char s[WIRE_MAX_NAME + 64];
+} q_lbl_t;
+
+static const char *q_label(const agent_quiesce_t *q, q_lbl_t *l)
+{
+    if (q->cur.what == RQ_ROUND)
+        snprintf(l->s, sizeof l->s, "group round %" PRIu64 " (tag '%s')", q->cur.id, q->cur.name);
+    else
+        snprintf(l->s, sizeof l->s, "tag '%s' (id %" PRIu64 ")", q->cur.name, q->cur.id);
+    return l->s;
+}
 
 static char *q_strdup_or_null(const char *s)
 {
@@ -95,8 +131,9 @@ int agent_quiesce_new(uv_loop_t *loop, const agent_quiesce_opts_t *o, agent_stre
     }
     q->timeout_ms = o->timeout_ms ? o->timeout_ms : AGENT_SCRIPT_TIMEOUT_MS;
     uv_timer_init(loop, &q->timer);
-    q->timer.data = q;
-    q->open_handles = 1;
+    uv_timer_init(loop, &q->hold_timer);
+    q->timer.data = q->hold_timer.data = q;
+    q->open_handles = 2;
     q->state = Q_IDLE;
     *out = q;
     return 0;
@@ -147,8 +184,9 @@ static void q_on_timeout(uv_timer_t *t)
     if (!q->proc_running)
         return;
     q->timed_out = true;
-    tm_error("tag '%s' (id %" PRIu64 "): the %s-script is still running after %.1f s, its time limit; killing it",
-             q->cur.name, q->cur.id, q->state == Q_PRE ? "pre" : "post", q->timeout_ms / 1000.0);
+    q_lbl_t l;
+    tm_error("%s: the %s-script is still running after %.1f s, its time limit; killing it", q_label(q, &l),
+             q->state == Q_PRE ? "pre" : "post", q->timeout_ms / 1000.0);
     /* The whole group: `sh -c` may have children of its own (a sleep, a
      * database client) that would otherwise live on. */
     if (kill(-q->proc->pid, SIGKILL) != 0)
@@ -249,12 +287,12 @@ static bool q_run(agent_quiesce_t *q, const char *script, const char *phase, boo
     if (!script)
         return false;
     int rc = q_spawn(q, script, phase);
+    q_lbl_t l;
     if (rc == 0) {
-        tm_info("tag '%s' (id %" PRIu64 "): running the %s-script", q->cur.name, q->cur.id, phase);
+        tm_info("%s: running the %s-script", q_label(q, &l), phase);
         return true;
     }
-    tm_error("tag '%s' (id %" PRIu64 "): cannot start the %s-script: %s", q->cur.name, q->cur.id, phase,
-             tm_strerror(rc));
+    tm_error("%s: cannot start the %s-script: %s", q_label(q, &l), phase, tm_strerror(rc));
     *failed = true;
     return false;
 }
@@ -267,9 +305,39 @@ static void q_kick(agent_quiesce_t *q)
         agent_client_kick(q->client);
 }
 
+static const char *q_outcome_name(agent_round_outcome_t o)
+{
+    switch (o) {
+    case AGENT_ROUND_COMMITTED: return "committed";
+    case AGENT_ROUND_ABORTED: return "aborted";
+    case AGENT_ROUND_TIMED_OUT: return "timed out";
+    case AGENT_ROUND_FAILED: return "failed";
+    }
+    return "ended";
+}
+
+/* A round's end: its record goes to the client's stats, from the hold's
+ * start to now (the release). */
+static void q_round_note(agent_quiesce_t *q, uint64_t round, uint8_t kind, agent_round_outcome_t outcome,
+                         uint64_t hold_start_ns)
+{
+    agent_round_rec_t r = {.round = round, .kind = kind, .outcome = (uint8_t)outcome};
+    if (hold_start_ns)
+        r.hold_us = (uv_hrtime() - hold_start_ns) / 1000u;
+    q->last_round = round;
+    q->last_outcome = outcome;
+    if (q->client)
+        agent_client_note_round(q->client, &r);
+    tm_debug("group round %" PRIu64 ": %s; writes held %.3f ms", round, q_outcome_name(outcome), r.hold_us / 1000.0);
+}
+
 static void q_finish(agent_quiesce_t *q)
 {
-    if (q->pre_failed) {
+    if (q->cur.what == RQ_ROUND) {
+        uv_timer_stop(&q->hold_timer);
+        q_round_note(q, q->cur.id, q->cur.round_kind, q->outcome, q->hold_start_ns);
+        q->hold_start_ns = 0;
+    } else if (q->pre_failed) {
         q->failed++;
         tm_error("tag '%s' (id %" PRIu64 "): no app tag: the pre-script failed (see above); writes went on "
                  "untouched", q->cur.name, q->cur.id);
@@ -278,27 +346,226 @@ static void q_finish(agent_quiesce_t *q)
     }
     q->state = Q_IDLE;
     q->holding = false;
+    /* agent_quiesce_round() still names the round while its writes go */
+    q->releasing = q->cur.what == RQ_ROUND ? q->cur.id : 0;
     if (q->hooks.release)
         q->hooks.release(q->arg);
+    q->releasing = 0;
 }
 
-/* Enter POST: run the post-script, or finish at once without one. */
+/* Enter POST: run the post-script (app tags and app rounds), or finish at
+ * once without one. */
 static void q_post(agent_quiesce_t *q)
 {
     bool failed;
     q->state = Q_POST;
+    if (q->cur.what == RQ_ROUND && q->cur.round_kind != WIRE_TAG_APP) {
+        q_finish(q);
+        return;
+    }
     if (!q_run(q, q->post, "post", &failed))
         q_finish(q);
 }
+
+static void q_on_hold_limit(uv_timer_t *t);
 
 static void q_hold(agent_quiesce_t *q)
 {
     q->state = Q_DRAIN;
     q->holding = true;
-    tm_info("tag '%s' (id %" PRIu64 "): holding new writes until the tag is in the stream", q->cur.name,
-            q->cur.id);
+    if (q->cur.what == RQ_ROUND) {
+        /* The clock starts with the hold: the drain counts against it. */
+        q->hold_start_ns = uv_hrtime();
+        uv_timer_start(&q->hold_timer, q_on_hold_limit, q->cur.hold_ms, 0);
+        tm_debug("group round %" PRIu64 ": holding new writes (at most %u ms without a decision)", q->cur.id,
+                 q->cur.hold_ms);
+    } else {
+        tm_info("tag '%s' (id %" PRIu64 "): holding new writes until the tag is in the stream", q->cur.name,
+                q->cur.id);
+    }
     if (q->hooks.hold)
         q->hooks.hold(q->arg);
+}
+
+/* ---- group rounds ------------------------------------------------------------------ */
+
+/* PREPARED for round on the live session: 0 or why not. */
+static int q_send_prepared(agent_quiesce_t *q, uint64_t round, bool held, uint64_t seq, const char *why)
+{
+    wire_prepared_t p = {.round = round, .status = held ? WIRE_PREPARED_HELD : WIRE_PREPARED_FAILED,
+                         .seq = held ? seq : 0};
+    if (!held)
+        snprintf(p.reason, sizeof p.reason, "%s", why && *why ? why : "failed");
+    return q->client ? agent_client_prepared(q->client, &p) : TM_ECLOSED;
+}
+
+/* A round that cannot start: PREPARED failed, nothing held. */
+static void q_round_refuse(agent_quiesce_t *q, const wire_group_prepare_t *m, const char *why)
+{
+    tm_warn("group round %" PRIu64 ": refused: %s", m->round, why);
+    int rc = q_send_prepared(q, m->round, false, 0, why);
+    if (rc != 0)
+        tm_debug("group round %" PRIu64 ": cannot answer: %s", m->round, tm_strerror(rc));
+    q_round_note(q, m->round, m->kind, AGENT_ROUND_FAILED, 0);
+}
+
+/* The open round ends here without a tag (outcome says why): the writes go
+ * once the post-script (app rounds) has run. From PRE, the pre-script's
+ * exit moves on (q_advance). */
+static void q_round_drop(agent_quiesce_t *q, agent_round_outcome_t outcome)
+{
+    q->round_over = true;
+    q->outcome = outcome;
+    uv_timer_stop(&q->hold_timer);
+    if (q->state == Q_DRAIN || q->state == Q_DECIDE) {
+        q_post(q);
+        q_step(q);
+    }
+}
+
+/* The round in cur is open (not decided yet) and its id is round. */
+static bool q_round_open(const agent_quiesce_t *q, uint64_t round)
+{
+    return q->cur.what == RQ_ROUND && q->cur.id == round && !q->round_over &&
+           (q->state == Q_PRE || q->state == Q_DRAIN || q->state == Q_DECIDE);
+}
+
+static void q_on_hold_limit(uv_timer_t *t)
+{
+    agent_quiesce_t *q = t->data;
+    if (q->cur.what != RQ_ROUND || q->round_over || (q->state != Q_DRAIN && q->state != Q_DECIDE))
+        return;
+    char why[WIRE_MAX_TEXT + 1];
+    if (q->state == Q_DRAIN) {
+        /* Not prepared yet: say so, the coordinator need not wait. */
+        snprintf(why, sizeof why,
+                 "the writes accepted before the hold were not all in the stream within the hold limit of %u ms",
+                 q->cur.hold_ms);
+        q_send_prepared(q, q->cur.id, false, 0, why);
+    } else {
+        snprintf(why, sizeof why, "no decision within the hold limit of %u ms", q->cur.hold_ms);
+    }
+    tm_warn("group round %" PRIu64 ": %s; releasing the writes without a tag", q->cur.id, why);
+    q_round_drop(q, AGENT_ROUND_TIMED_OUT);
+}
+
+void agent_quiesce_group_prepare(agent_quiesce_t *q, const wire_group_prepare_t *m)
+{
+    char why[WIRE_MAX_TEXT + 1];
+    if (q->state == Q_CLOSED)
+        return;
+    /* One thing at a time: a round must be quick, so it does not wait in
+     * the queue behind an app tag's scripts; the coordinator asks again. */
+    if (q->state != Q_IDLE || q->qlen) {
+        if (q->cur.what == RQ_ROUND)
+            snprintf(why, sizeof why, "group round %" PRIu64 " is still open here", q->cur.id);
+        else if (q->cur.what == RQ_STOP)
+            snprintf(why, sizeof why, "busy: the final tag '%s' of a STOP is being taken", q->cur.name);
+        else
+            snprintf(why, sizeof why, "busy: app tag '%s' is being taken", q->cur.name);
+        q_round_refuse(q, m, why);
+        return;
+    }
+    if (q->hooks.round_refused && q->hooks.round_refused(q->arg, why, sizeof why)) {
+        q_round_refuse(q, m, why);
+        return;
+    }
+    memset(&q->cur, 0, sizeof q->cur);
+    q->cur.what = RQ_ROUND;
+    q->cur.id = m->round;
+    q->cur.round_kind = m->kind;
+    q->cur.hold_ms = m->hold_ms;
+    snprintf(q->cur.name, sizeof q->cur.name, "%s", m->name);
+    q->round_over = false;
+    q->outcome = AGENT_ROUND_ABORTED;
+    q->hold_start_ns = 0;
+    q->pre_failed = false;
+    q->holding = false;
+    q->state = Q_PRE;
+    tm_debug("group round %" PRIu64 " (%s, tag '%s'): preparing", m->round, m->kind == WIRE_TAG_APP ? "app" : "crash",
+             m->name);
+    bool failed = false;
+    if (m->kind == WIRE_TAG_APP && q_run(q, q->pre, "pre", &failed))
+        return; /* q_advance goes on at its exit */
+    if (failed) {
+        snprintf(why, sizeof why, "cannot start the pre-script");
+        q_send_prepared(q, m->round, false, 0, why);
+        q->round_over = true;
+        q->outcome = AGENT_ROUND_FAILED;
+        q->pre_failed = true;
+        q_post(q);
+    } else {
+        q_hold(q);
+    }
+    q_step(q);
+}
+
+void agent_quiesce_group_commit(agent_quiesce_t *q, uint64_t round)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    if (q_round_open(q, round) && q->state == Q_DECIDE) {
+        uv_timer_stop(&q->hold_timer);
+        uint64_t seq = 0;
+        int rc = agent_stream_tag(q->stream, WIRE_TAG_GROUP, round, q->cur.name, true, &seq);
+        q->round_over = true;
+        if (rc == 0) {
+            q->outcome = AGENT_ROUND_COMMITTED;
+            tm_info("group round %" PRIu64 ": group tag '%s' added to the stream at sequence %" PRIu64
+                    " (writes held %.3f ms)",
+                    round, q->cur.name, seq, (uv_hrtime() - q->hold_start_ns) / 1e6);
+            q_kick(q);
+        } else {
+            /* The name was checked on receipt: only memory can fail here. */
+            q->outcome = AGENT_ROUND_ABORTED;
+            tm_error("group round %" PRIu64 ": cannot add the group tag to the stream: %s; releasing without it",
+                     round, tm_strerror(rc));
+        }
+        q_post(q);
+        q_step(q);
+        return;
+    }
+    if (q_round_open(q, round)) {
+        /* The appliance decided before it heard this agent: not a
+         * decision to follow, the tag's position was never reported. */
+        tm_error("group round %" PRIu64 ": COMMIT before this agent answered PREPARED; ending the round here "
+                 "without a tag", round);
+        q_round_drop(q, AGENT_ROUND_ABORTED);
+        return;
+    }
+    if (round == q->last_round)
+        tm_warn("group round %" PRIu64 ": COMMIT ignored: the round had %s here", round,
+                q_outcome_name(q->last_outcome));
+    else
+        tm_warn("group round %" PRIu64 ": COMMIT ignored: no such round is open here", round);
+}
+
+void agent_quiesce_group_abort(agent_quiesce_t *q, uint64_t round)
+{
+    if (q->state == Q_CLOSED)
+        return;
+    if (!q_round_open(q, round)) {
+        tm_debug("group round %" PRIu64 ": ABORT of a round not open here: nothing to do", round);
+        return;
+    }
+    tm_info("group round %" PRIu64 ": aborted by the appliance; releasing the writes without a tag", round);
+    q_round_drop(q, AGENT_ROUND_ABORTED);
+}
+
+void agent_quiesce_session_lost(agent_quiesce_t *q)
+{
+    if (q->state == Q_CLOSED || q->cur.what != RQ_ROUND || !q_round_open(q, q->cur.id))
+        return;
+    tm_warn("group round %" PRIu64 ": the session with the appliance ended; releasing the writes without a tag",
+            q->cur.id);
+    q_round_drop(q, AGENT_ROUND_ABORTED);
+}
+
+uint64_t agent_quiesce_round(const agent_quiesce_t *q)
+{
+    if (q->releasing)
+        return q->releasing;
+    return q->cur.what == RQ_ROUND && q->holding && q->state != Q_IDLE && q->state != Q_CLOSED ? q->cur.id : 0;
 }
 
 /* A STOP's drain is done: every write accepted before it is in the stream. */
@@ -331,7 +598,7 @@ static void q_advance(agent_quiesce_t *q)
         q->qlen--;
         q->pre_failed = false;
         q->holding = false;
-        if (q->cur.stop) {
+        if (q->cur.what == RQ_STOP) {
             tm_info("final tag '%s' (id %" PRIu64 "): waiting until every write accepted before the STOP is in "
                     "the stream", q->cur.name, q->cur.id);
             q->state = Q_DRAIN;
@@ -355,6 +622,28 @@ static void q_advance(agent_quiesce_t *q)
         if (!q->proc_done)
             return;
         q->proc_done = false;
+        if (q->cur.what == RQ_ROUND) {
+            bool ok = q_script_result(q, why, sizeof why);
+            if (q->round_over) {
+                /* aborted while the script ran: thaw, hold nothing */
+                tm_info("group round %" PRIu64 ": the pre-script %s; the round is over (%s): running the "
+                        "post-script, holding nothing", q->cur.id, why, q_outcome_name(q->outcome));
+                q_post(q);
+            } else if (ok) {
+                q_hold(q);
+            } else {
+                char reason[WIRE_MAX_TEXT + 1];
+                snprintf(reason, sizeof reason, "the pre-script %s", why);
+                tm_error("group round %" PRIu64 ": %s; running the post-script to undo it, holding nothing",
+                         q->cur.id, reason);
+                q_send_prepared(q, q->cur.id, false, 0, reason);
+                q->round_over = true;
+                q->outcome = AGENT_ROUND_FAILED;
+                q_post(q);
+            }
+            q->again = true;
+            return;
+        }
         if (q_script_result(q, why, sizeof why)) {
             tm_info("tag '%s' (id %" PRIu64 "): the pre-script succeeded", q->cur.name, q->cur.id);
             q_hold(q);
@@ -367,7 +656,28 @@ static void q_advance(agent_quiesce_t *q)
         q->again = true;
         return;
     case Q_DRAIN:
-        if (q->cur.stop) {
+        if (q->cur.what == RQ_ROUND) {
+            if (q->hooks.drained && !q->hooks.drained(q->arg))
+                return;
+            /* Every write accepted before the hold is in the stream, and
+             * none after it can be: the group tag will follow this. */
+            uint64_t seq = q->stream->next_seq - 1;
+            int rc = q_send_prepared(q, q->cur.id, true, seq, NULL);
+            if (rc != 0) {
+                tm_warn("group round %" PRIu64 ": cannot answer PREPARED (%s); releasing the writes without a tag",
+                        q->cur.id, tm_strerror(rc));
+                q->round_over = true;
+                q->outcome = AGENT_ROUND_ABORTED;
+                uv_timer_stop(&q->hold_timer);
+                q_post(q);
+            } else {
+                tm_debug("group round %" PRIu64 ": held at sequence %" PRIu64 "; PREPARED sent", q->cur.id, seq);
+                q->state = Q_DECIDE;
+            }
+            q->again = true;
+            return;
+        }
+        if (q->cur.what == RQ_STOP) {
             bool (*done)(void *) = q->hooks.final_drained ? q->hooks.final_drained : q->hooks.drained;
             if (done && !done(q->arg))
                 return;
@@ -395,11 +705,17 @@ static void q_advance(agent_quiesce_t *q)
         q_post(q);
         q->again = true;
         return;
+    case Q_DECIDE:
+        return; /* COMMIT, ABORT, the hold limit or the session's end moves on */
     case Q_POST:
         if (!q->proc_done)
             return;
         q->proc_done = false;
-        if (q_script_result(q, why, sizeof why))
+        if (q->cur.what == RQ_ROUND && q_script_result(q, why, sizeof why))
+            tm_info("group round %" PRIu64 " (tag '%s'): the post-script succeeded", q->cur.id, q->cur.name);
+        else if (q->cur.what == RQ_ROUND)
+            tm_error("group round %" PRIu64 " (tag '%s'): the post-script %s", q->cur.id, q->cur.name, why);
+        else if (q_script_result(q, why, sizeof why))
             tm_info("tag '%s' (id %" PRIu64 "): the post-script succeeded", q->cur.name, q->cur.id);
         else
             tm_error("tag '%s' (id %" PRIu64 "): the post-script %s", q->cur.name, q->cur.id, why);
@@ -428,19 +744,24 @@ static void q_step(agent_quiesce_t *q)
 /* Queue a request; false (logged) when the queue is full. */
 static bool q_enqueue(agent_quiesce_t *q, uint64_t id, const char *name, bool stop)
 {
+    char busy[WIRE_MAX_NAME + 64];
+    if (q->cur.what == RQ_ROUND)
+        snprintf(busy, sizeof busy, "group round %" PRIu64, q->cur.id);
+    else
+        snprintf(busy, sizeof busy, "tag '%s'", q->cur.name);
     if (q->qlen == AGENT_TAG_QUEUE_MAX) {
         tm_error("%s '%s' (id %" PRIu64 "): refused: %u requests are already waiting", stop ? "final tag" : "tag",
                  name, id, AGENT_TAG_QUEUE_MAX);
         return false;
     }
     q_req_t *r = &q->queue[(q->qhead + q->qlen) % AGENT_TAG_QUEUE_MAX];
+    memset(r, 0, sizeof *r);
     r->id = id;
-    r->stop = stop;
+    r->what = stop ? RQ_STOP : RQ_APP;
     snprintf(r->name, sizeof r->name, "%s", name);
     q->qlen++;
     if (q->state != Q_IDLE)
-        tm_info("%s '%s' (id %" PRIu64 "): waits until tag '%s' is done", stop ? "final tag" : "tag", name, id,
-                q->cur.name);
+        tm_info("%s '%s' (id %" PRIu64 "): waits until %s is done", stop ? "final tag" : "tag", name, id, busy);
     return true;
 }
 
@@ -460,7 +781,7 @@ void agent_quiesce_resume(agent_quiesce_t *q)
     unsigned kept = 0;
     for (unsigned i = 0; i < q->qlen; i++) {
         q_req_t r = q->queue[(q->qhead + i) % AGENT_TAG_QUEUE_MAX];
-        if (r.stop) {
+        if (r.what == RQ_STOP) {
             tm_info("final tag '%s' (id %" PRIu64 "): dropped: replication resumed before it was taken", r.name,
                     r.id);
             continue;
@@ -468,7 +789,7 @@ void agent_quiesce_resume(agent_quiesce_t *q)
         q->queue[(q->qhead + kept++) % AGENT_TAG_QUEUE_MAX] = r;
     }
     q->qlen = kept;
-    if (q->state == Q_DRAIN && q->cur.stop) {
+    if (q->state == Q_DRAIN && q->cur.what == RQ_STOP) {
         /* The writes it waits for may never drain now that new ones come. */
         tm_info("final tag '%s' (id %" PRIu64 "): dropped: replication resumed before every write accepted "
                 "before the STOP was in the stream", q->cur.name, q->cur.id);
@@ -528,6 +849,8 @@ void agent_quiesce_close(agent_quiesce_t *q)
     if (q->qlen)
         tm_warn("%u app tag request(s) dropped: the agent is ending", q->qlen);
     q->qlen = 0;
+    if (q->cur.what == RQ_ROUND && q->state != Q_IDLE)
+        tm_warn("group round %" PRIu64 ": dropped: the agent is ending", q->cur.id);
     if (q->proc_running) {
         tm_warn("tag '%s' (id %" PRIu64 "): the agent is ending; killing the running script", q->cur.name,
                 q->cur.id);
@@ -538,4 +861,5 @@ void agent_quiesce_close(agent_quiesce_t *q)
     }
     q->state = Q_CLOSED;
     uv_close((uv_handle_t *)&q->timer, q_on_closed);
+    uv_close((uv_handle_t *)&q->hold_timer, q_on_closed);
 }

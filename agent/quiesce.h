@@ -45,12 +45,42 @@
  * not quiesced, its writes are refused. A RESUME drops a STOP whose tag is
  * not appended yet (agent_quiesce_resume).
  *
+ * A group round (GROUP_PREPARE, docs/agent-protocol.md "Group rounds") is
+ * the same machinery with the decision made elsewhere:
+ *
+ *   1. app rounds: the pre-script, as for an app tag;
+ *   2. hold new writes, and start the hold limit's clock;
+ *   3. drain: every write accepted before the hold is in the stream;
+ *   4. PREPARED held, with the stream's last sequence: the group tag will
+ *      follow it, and no write of the machine will be between them;
+ *   5. wait for the appliance's decision: GROUP_COMMIT appends the group
+ *      tag (tag kind WIRE_TAG_GROUP, id = the round, the PREPARE's name),
+ *      GROUP_ABORT appends nothing;
+ *   6. app rounds: the post-script;
+ *   7. release the held writes, in order.
+ *
+ * The hold is never longer than the round's hold limit without a decision:
+ * when it passes (counted from step 2, the drain included) the round ends
+ * here without a tag (and a PREPARED failed if step 4 was not reached), and
+ * a COMMIT of it that comes later is ignored (logged). So is a round whose
+ * session ended (agent_quiesce_session_lost). A round is refused at once
+ * (PREPARED failed, nothing held) when another round is open, when an app
+ * tag or a STOP's final tag is being taken, or when the producer says it
+ * cannot name a point now (the round_refused hook: stopped, an initial copy
+ * or a resync running, shutting down). App tag requests that come during
+ * a round wait for it to end, like one app tag for another; crash tags are
+ * appended at once, as always (they change no disk, so the group tag still
+ * follows the round's sequence with no write between). Each round's
+ * outcome and hold time go to the client's stats
+ * (agent_client_note_round).
+ *
  * Threads: the loop's only.
  */
 #ifndef TM_AGENT_QUIESCE_H
 #define TM_AGENT_QUIESCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -81,6 +111,11 @@ typedef struct agent_quiesce_hooks {
      * name a point (a disk's initial copy or resync that was running). The
      * producer calls agent_quiesce_check() when it may have become true. */
     bool (*final_drained)(void *arg);
+    /* Why no group round can be taken now (stopped, a disk's initial copy
+     * or resync running, the agent ending): true with a sentence in why
+     * (at most len - 1 bytes, at most WIRE_MAX_TEXT), false when one can.
+     * NULL: always. */
+    bool (*round_refused)(void *arg, char *why, size_t len);
 } agent_quiesce_hooks_t;
 
 typedef struct agent_quiesce_opts {
@@ -109,6 +144,17 @@ void agent_quiesce_stop(agent_quiesce_t *q, uint64_t id, const char *name);
  * app tag requests go on. */
 void agent_quiesce_resume(agent_quiesce_t *q);
 
+/* Group rounds, from the client's callbacks (agent_client_cbs_t). PREPARED
+ * goes out through the client set with agent_quiesce_set_client. */
+void agent_quiesce_group_prepare(agent_quiesce_t *q, const wire_group_prepare_t *m);
+void agent_quiesce_group_commit(agent_quiesce_t *q, uint64_t round);
+void agent_quiesce_group_abort(agent_quiesce_t *q, uint64_t round);
+/* The session ended (agent_client_cbs_t.down): an open round ends here
+ * without a tag, since its decision can no longer come. */
+void agent_quiesce_session_lost(agent_quiesce_t *q);
+/* The round whose hold is on now, 0 when none (for the producer's logs). */
+uint64_t agent_quiesce_round(const agent_quiesce_t *q);
+
 /* The producer's drain may have finished: go on if a quiesce or a STOP waits
  * for it. */
 void agent_quiesce_check(agent_quiesce_t *q);
@@ -116,8 +162,8 @@ void agent_quiesce_check(agent_quiesce_t *q);
 /* True while a request is in progress or waiting. */
 bool agent_quiesce_busy(const agent_quiesce_t *q);
 
-/* How many requests ended in an app tag, and how many without (a failed
- * pre-script). */
+/* How many app tag requests ended in an app tag, and how many without (a
+ * failed pre-script). Group rounds are counted in the client's stats. */
 void agent_quiesce_counts(const agent_quiesce_t *q, uint64_t *tagged, uint64_t *failed);
 
 /* Drop waiting requests, kill a running script (its process group, SIGKILL),

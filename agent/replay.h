@@ -27,11 +27,18 @@
  * and a test can check every journaled record against the generator. A tag
  * the appliance asks for (TAG_REQUEST) is the exception: it takes the next
  * sequence, and the generator's record of that sequence is never made; so
- * does a STOP's final tag. An app tag's quiesce pauses generating
- * (agent/quiesce.h) and runs the scripts like the tap agent's. A STOP
- * pauses generating until RESUME (what was generated is in the stream
- * already, so the final tag comes at once); the time stopped does not
- * count against the rate or the duration.
+ * does a STOP's final tag, and a group round's group tag. An app tag's
+ * quiesce pauses generating (agent/quiesce.h) and runs the scripts like
+ * the tap agent's; so does a group round's hold (its held "writes" are the
+ * generator paused: what it generated before is in the stream, and the
+ * group tag follows it). A STOP pauses generating until RESUME (what was
+ * generated is in the stream already, so the final tag comes at once); the
+ * time stopped does not count against the rate or the duration.
+ *
+ * Besides `tidemark agent replay` (agent_replay_run, a loop of its own),
+ * replay agents run embedded on a caller's loop (agent_replay_new): tests
+ * and benchmarks run a hundred machines in one process that way, and read
+ * each one's client stats (hold times of group rounds, agent/client.h).
  */
 #ifndef TM_AGENT_REPLAY_H
 #define TM_AGENT_REPLAY_H
@@ -39,6 +46,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "wire/msg.h"
 
@@ -91,14 +100,45 @@ typedef struct agent_replay_opts {
     const uint8_t *secret;  /* AGENT_SECRET_LEN bytes */
     agent_workload_t workload;
     size_t queue_bytes;     /* the stream's bound; 0 default */
-    const char *pre_script; /* app tags (agent/quiesce.h); NULL none */
+    const char *pre_script; /* app tags and app group rounds (agent/quiesce.h); NULL none */
     const char *post_script;
     unsigned script_timeout_ms; /* 0: AGENT_SCRIPT_TIMEOUT_MS */
+    unsigned backoff_max_ms;    /* the client's longest reconnect delay; 0: AGENT_BACKOFF_MAX_MS */
+    /* Embedded (agent_replay_new): called once, on the loop, when the
+     * workload is generated and every record of it acknowledged (possibly
+     * from inside agent_replay_finish); NULL none. agent_replay_run sets
+     * its own. */
+    void (*done)(void *arg);
+    void *done_arg;
 } agent_replay_opts_t;
 
 /* Run the workload until it is generated and acknowledged (or a second
- * SIGINT/SIGTERM). Prints a summary on stdout. Returns 0 when every record
- * was acknowledged, 1 otherwise. */
+ * SIGINT/SIGTERM), on a loop of its own. Prints a summary on stdout and
+ * logs one of its group rounds. Returns 0 when every record was
+ * acknowledged, 1 otherwise, 2 for a bad address or machine name. */
 int agent_replay_run(const agent_replay_opts_t *o);
+
+/* ---- embedded: replay agents on the caller's loop (its thread only) ---- */
+
+typedef struct agent_client agent_client_t;
+typedef struct agent_replay agent_replay_t;
+
+/* Make an agent on loop (nothing runs until agent_replay_start). 0,
+ * TM_EINVAL (a bad address, machine name or disk count) or -ENOMEM. */
+int agent_replay_new(uv_loop_t *loop, const agent_replay_opts_t *o, agent_replay_t **out);
+/* Connect (and reconnect) and generate from the first WELCOME on. Once. */
+void agent_replay_start(agent_replay_t *r);
+/* Its client: stats, group rounds (agent/client.h). Valid until close. */
+agent_client_t *agent_replay_client(agent_replay_t *r);
+/* Generate no more; done() follows once what was generated is acknowledged. */
+void agent_replay_finish(agent_replay_t *r);
+/* True once done() was called: generated and acknowledged. */
+bool agent_replay_done(const agent_replay_t *r);
+bool agent_replay_all_acked(const agent_replay_t *r);
+/* The one-line summary agent_replay_run prints. */
+void agent_replay_summary(const agent_replay_t *r, char *buf, size_t len);
+/* Close the connection and every handle at once (whatever is not
+ * acknowledged is dropped), free r, then cb(arg) from the loop. */
+void agent_replay_close(agent_replay_t *r, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -425,13 +425,19 @@ static void tap_writelike(nbd_io_t *io)
     io->data = x;
     tap_plan(x);
     if (t->holding) {
-        /* An app tag is being taken: this write comes after it. Not even
-         * applied to the file yet, so the tag's point cannot contain it. */
+        /* An app tag or a group round is being taken: this write comes
+         * after it. Not even applied to the file yet, so the tag's point
+         * cannot contain it. */
         x->where = W_HELD;
         list_push(&t->held_head, &t->held_tail, x);
         t->nheld++;
-        tm_debug("tap: a write to %s at %llu is held until the app tag is in the stream (%u held)",
-                 t->disks[x->disk].name, (unsigned long long)io->offset, t->nheld);
+        uint64_t round = t->q ? agent_quiesce_round(t->q) : 0;
+        if (round)
+            tm_debug("tap: a write to %s at %llu is held until group round %llu is decided (%u held)",
+                     t->disks[x->disk].name, (unsigned long long)io->offset, (unsigned long long)round, t->nheld);
+        else
+            tm_debug("tap: a write to %s at %llu is held until the app tag is in the stream (%u held)",
+                     t->disks[x->disk].name, (unsigned long long)io->offset, t->nheld);
         return;
     }
     /* tap_admit's test, for the log: it waits behind others or for acks */
@@ -1039,8 +1045,11 @@ static void tap_unhold(void *arg)
 {
     tap_t *t = arg;
     bool was = t->holding;
+    uint64_t round = t->q ? agent_quiesce_round(t->q) : 0;
     t->holding = false;
-    if (was && t->nheld)
+    if (was && t->nheld && round)
+        tm_info("tap: releasing %u write(s) held during group round %llu", t->nheld, (unsigned long long)round);
+    else if (was && t->nheld)
         tm_info("tap: releasing %u write(s) held during the app tag", t->nheld);
     /* In the order they came, behind anything already waiting for room. */
     while (t->held_head) {
@@ -1076,6 +1085,70 @@ static bool tap_final_drained(void *arg)
             return false;
     }
     return true;
+}
+
+/* A group tag names a point only where the appliance's copy is whole and
+ * this agent can say every write before it is in: not while stopped (the
+ * STOP's final tag is the point), not during a disk's initial copy or
+ * resync (no point exists in either), not while ending. */
+static bool tap_round_refused(void *arg, char *why, size_t len)
+{
+    tap_t *t = arg;
+    if (t->shutting_down) {
+        snprintf(why, len, "the agent is ending");
+        return true;
+    }
+    if (t->stopped) {
+        snprintf(why, len, "stopped");
+        return true;
+    }
+    for (unsigned d = 0; d < t->ndisks; d++) {
+        copy_state_t cs = t->copy[d].state;
+        agent_rs_state_t rs = t->rs.d[d].state;
+        if (cs == CP_WANTED || cs == CP_RUNNING || cs == CP_FAILED) {
+            snprintf(why, len, "disk %s: its initial copy is not complete: no consistent point can be cut there",
+                     t->disks[d].name);
+            return true;
+        }
+        if (rs == AGENT_RS_WAITING || rs == AGENT_RS_RUNNING || rs == AGENT_RS_FINISHING) {
+            snprintf(why, len, "disk %s: its resync is running: no consistent point can be cut there",
+                     t->disks[d].name);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void tap_on_group_prepare(agent_client_t *c, const wire_group_prepare_t *m, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    if (t->q)
+        agent_quiesce_group_prepare(t->q, m);
+}
+
+static void tap_on_group_commit(agent_client_t *c, uint64_t round, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    if (t->q)
+        agent_quiesce_group_commit(t->q, round);
+}
+
+static void tap_on_group_abort(agent_client_t *c, uint64_t round, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    if (t->q)
+        agent_quiesce_group_abort(t->q, round);
+}
+
+static void tap_on_down(agent_client_t *c, void *arg)
+{
+    tap_t *t = arg;
+    (void)c;
+    if (t->q)
+        agent_quiesce_session_lost(t->q);
 }
 
 static void tap_on_stop(agent_client_t *c, const wire_stop_t *m, void *arg)
@@ -1147,6 +1220,16 @@ static void tap_put_markers(tap_t *t)
     }
 }
 
+/* At exit, one line: how the group rounds went and how long they held. */
+static void tap_log_rounds(tap_t *t)
+{
+    char line[256];
+    if (!t->client)
+        return;
+    agent_client_round_summary(t->client, line, sizeof line);
+    tm_info("tap: %s", line);
+}
+
 static void tap_check_exit(tap_t *t)
 {
     if (!t->shutting_down || t->finishing || t->srv || (t->q && agent_quiesce_busy(t->q)) ||
@@ -1154,6 +1237,7 @@ static void tap_check_exit(tap_t *t)
         return;
     t->finishing = true;
     tap_put_markers(t);
+    tap_log_rounds(t);
     printf("tap: stopped; every record acknowledged up to sequence %llu\n",
            (unsigned long long)t->stream.acked_seq);
     fflush(stdout);
@@ -1187,6 +1271,7 @@ static void on_signal(uv_signal_t *h, int signum)
         }
         t->shutting_down = true;
         t->finishing = true;
+        tap_log_rounds(t);
         uv_close((uv_handle_t *)&t->sigint, on_closed_handle);
         uv_close((uv_handle_t *)&t->sigterm, on_closed_handle);
         uv_close((uv_handle_t *)&t->copy_timer, on_closed_handle);
@@ -1350,7 +1435,9 @@ int agent_tap_run(const agent_tap_opts_t *o)
     };
     memcpy(co.secret, o->secret, AGENT_SECRET_LEN);
     agent_client_cbs_t cbs = {.welcome = tap_on_welcome, .acked = tap_on_acked, .stop = tap_on_stop,
-                              .resume = tap_on_resume, .tag = tap_on_tag, .sums = tap_on_sums};
+                              .resume = tap_on_resume, .tag = tap_on_tag, .sums = tap_on_sums,
+                              .group_prepare = tap_on_group_prepare, .group_commit = tap_on_group_commit,
+                              .group_abort = tap_on_group_abort, .down = tap_on_down};
     rc = agent_client_new(&t->loop, &co, &t->stream, &cbs, t, &t->client);
     memset(co.secret, 0, sizeof co.secret);
     if (rc != 0) {
@@ -1362,7 +1449,7 @@ int agent_tap_run(const agent_tap_opts_t *o)
     agent_quiesce_opts_t qo = {.pre_script = o->pre_script, .post_script = o->post_script,
                                .timeout_ms = o->script_timeout_ms};
     agent_quiesce_hooks_t qh = {.hold = tap_hold, .drained = tap_drained, .release = tap_unhold,
-                                .final_drained = tap_final_drained};
+                                .final_drained = tap_final_drained, .round_refused = tap_round_refused};
     if ((rc = agent_quiesce_new(&t->loop, &qo, &t->stream, &qh, t, &t->q)) != 0) {
         tm_error("tap: %s", tm_strerror(rc));
         agent_client_close(t->client, NULL, NULL);

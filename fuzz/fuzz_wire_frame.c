@@ -304,6 +304,40 @@ static void check_body(uint16_t type, const uint8_t *body, size_t len)
         }
         break;
     }
+    case WIRE_T_GROUP_PREPARE: {
+        wire_group_prepare_t m;
+        rc = wire_dec_group_prepare(body, len, &m, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(m.round != 0 && (m.kind == WIRE_TAG_CRASH || m.kind == WIRE_TAG_APP));
+            FUZZ_ASSERT(m.hold_ms >= 1 && m.hold_ms <= WIRE_GROUP_MAX_HOLD_MS && wire_name_ok(m.name));
+            same_frame(&b, wire_enc_group_prepare(&b, &m), type, body, len);
+        }
+        break;
+    }
+    case WIRE_T_PREPARED: {
+        wire_prepared_t m;
+        rc = wire_dec_prepared(body, len, &m, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(m.round != 0 && m.status <= WIRE_PREPARED_FAILED);
+            /* held: a position, no reason; failed: a reason, no position */
+            FUZZ_ASSERT(m.status == WIRE_PREPARED_HELD ? m.reason[0] == '\0' : (m.seq == 0 && m.reason[0] != '\0'));
+            same_frame(&b, wire_enc_prepared(&b, &m), type, body, len);
+        }
+        break;
+    }
+    case WIRE_T_GROUP_COMMIT:
+    case WIRE_T_GROUP_ABORT: {
+        uint64_t round;
+        bool commit = type == WIRE_T_GROUP_COMMIT;
+        rc = commit ? wire_dec_group_commit(body, len, &round, reason, sizeof reason)
+                    : wire_dec_group_abort(body, len, &round, reason, sizeof reason);
+        if (rc == 0) {
+            FUZZ_ASSERT(round != 0 && len == WIRE_GROUP_ROUND_LEN);
+            same_frame(&b, commit ? wire_enc_group_commit(&b, round) : wire_enc_group_abort(&b, round), type, body,
+                       len);
+        }
+        break;
+    }
     default:
         FUZZ_ASSERT(!"the decoder yielded a frame of an unknown type");
     }
@@ -468,7 +502,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The stream as the body of each type, ending where the input ends. */
     static const uint16_t types[] = {WIRE_T_HELLO,   WIRE_T_AUTH, WIRE_T_RECORDS,     WIRE_T_CHALLENGE, WIRE_T_WELCOME,
                                      WIRE_T_ACK,     WIRE_T_TAG_REQUEST, WIRE_T_STOP, WIRE_T_ERROR,
-                                     WIRE_T_RESYNC_REQUEST, WIRE_T_RESYNC_ACK, WIRE_T_RESYNC_SUMS, WIRE_T_RESUME};
+                                     WIRE_T_RESYNC_REQUEST, WIRE_T_RESYNC_ACK, WIRE_T_RESYNC_SUMS, WIRE_T_RESUME,
+                                     WIRE_T_GROUP_PREPARE, WIRE_T_PREPARED, WIRE_T_GROUP_COMMIT, WIRE_T_GROUP_ABORT};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (len <= wire_body_limit(types[i]))
             check_body(types[i], len ? stream : NULL, len);

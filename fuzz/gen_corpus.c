@@ -2,8 +2,8 @@
  * Writes the fuzz targets' seed corpus: a few valid records and segment
  * headers, and the end-of-log shapes recovery meets (zeroed space, a torn
  * record, a stale salt, an unknown version); one valid agent protocol
- * frame of each type; NBD client sessions (options, then requests, valid
- * and refused); and HTTP requests to the API's server (valid, pipelined,
+ * frame of each type, and a group round's frames together; NBD client
+ * sessions (options, then requests, valid and refused); and HTTP requests to the API's server (valid, pipelined,
  * chunked, refused, malformed). The output is committed under fuzz/corpus/; rerun
  * after a format or protocol change:
  *
@@ -313,6 +313,36 @@ static int gen_wire(const char *dir)
     rc = -ENOMEM;
     wire_entry_t rr[] = {{.kind = WIRE_R_RESYNC, .disk = 0}, {.kind = WIRE_R_SYNCED, .disk = 0}};
     if (wire_enc_records(&b, 300, rr, 2, false) != 0 || (rc = wire_seed(dir, "records-resync", 0, &b)) != 0)
+        goto out;
+
+    /* Group rounds: a prepare of each kind, both answers, the decisions. */
+    rc = -ENOMEM;
+    wire_group_prepare_t gp = {.round = 5, .kind = WIRE_TAG_CRASH, .hold_ms = 100, .name = "grp-5"};
+    if (wire_enc_group_prepare(&b, &gp) != 0 || (rc = wire_seed(dir, "group-prepare", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    wire_group_prepare_t ga = {.round = UINT64_MAX, .kind = WIRE_TAG_APP, .hold_ms = WIRE_GROUP_MAX_HOLD_MS,
+                               .name = "app.consistent-round_1"};
+    if (wire_enc_group_prepare(&b, &ga) != 0 || (rc = wire_seed(dir, "group-prepare-app", 0x01, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    wire_prepared_t ph = {.round = 5, .status = WIRE_PREPARED_HELD, .seq = 4711};
+    if (wire_enc_prepared(&b, &ph) != 0 || (rc = wire_seed(dir, "prepared-held", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    wire_prepared_t pf = {.round = 6, .status = WIRE_PREPARED_FAILED, .reason = "the pre-script failed: exit 1"};
+    if (wire_enc_prepared(&b, &pf) != 0 || (rc = wire_seed(dir, "prepared-failed", 0x02, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_group_commit(&b, 5) != 0 || (rc = wire_seed(dir, "group-commit", 0, &b)) != 0)
+        goto out;
+    rc = -ENOMEM;
+    if (wire_enc_group_abort(&b, 6) != 0 || (rc = wire_seed(dir, "group-abort", 0, &b)) != 0)
+        goto out;
+    /* A round as the agent reads it: prepare, acks on the way, the decision. */
+    rc = -ENOMEM;
+    if (wire_enc_group_prepare(&b, &gp) != 0 || wire_enc_ack(&b, 4711) != 0 || wire_enc_group_commit(&b, 5) != 0 ||
+        wire_enc_group_abort(&b, 7) != 0 || (rc = wire_seed(dir, "group-round", 0x06, &b)) != 0)
         goto out;
 
     /* Frames back to back, in pieces of up to 17 bytes. */

@@ -106,6 +106,7 @@ int ingest_retire_machine(ingest_t *ig, const char *machine, const char *reason)
         return 0;
     m->retired = true;
     m->stop = IG_STOP_NONE;
+    ig_group_retired(m);
     /* Its session goes once what it sent is durable (ig_conn_settled);
      * nothing in flight: now. */
     if (m->conn && m->inflight == 0)
@@ -118,10 +119,7 @@ int ingest_retire_machine(ingest_t *ig, const char *machine, const char *reason)
 
 /* ---- finding the agent to ask ------------------------------------------------ */
 
-/* The machine by name: 0, TM_ENOTFOUND (neither registered nor known), or
- * -ENOTCONN (known, but no authenticated session; *out is still set when
- * the machine is in the table). */
-static int ig__target(ingest_t *ig, const char *machine, ig_machine_t **out, ig_conn_t **conn)
+int ig_control_target(ingest_t *ig, const char *machine, ig_machine_t **out, ig_conn_t **conn)
 {
     *out = NULL;
     *conn = NULL;
@@ -195,7 +193,7 @@ int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint
         return TM_EINVAL;
     ig_machine_t *m;
     ig_conn_t *c;
-    int rc = ig__target(ig, machine, &m, &c);
+    int rc = ig_control_target(ig, machine, &m, &c);
     if (rc == -ENOTCONN)
         return TM_ECLOSED;
     if (rc)
@@ -222,7 +220,7 @@ int ingest_request_stop(ingest_t *ig, const char *machine, uint64_t id, const ch
         return TM_EINVAL;
     ig_machine_t *m;
     ig_conn_t *c;
-    int rc = ig__target(ig, machine, &m, &c);
+    int rc = ig_control_target(ig, machine, &m, &c);
     if (rc)
         return rc;
     ig_stop_t was = m->stop;
@@ -255,7 +253,7 @@ int ingest_request_resume(ingest_t *ig, const char *machine)
         return TM_EINVAL;
     ig_machine_t *m;
     ig_conn_t *c;
-    int rc = ig__target(ig, machine, &m, &c);
+    int rc = ig_control_target(ig, machine, &m, &c);
     if (m && !m->retired) {
         /* Even without an agent here: its next session hears it. */
         m->stop = IG_STOP_RESUMED;

@@ -259,6 +259,81 @@ int ingest_request_resume(ingest_t *ig, const char *machine);
  */
 int ingest_retire_machine(ingest_t *ig, const char *machine, const char *reason);
 
+/*
+ * Group rounds (docs/agent-protocol.md, "Group rounds"): the consistency
+ * coordinator's two phases, on the machines' agents.
+ *
+ * ingest_group_prepare sends GROUP_PREPARE (round, kind WIRE_TAG_CRASH or
+ * WIRE_TAG_APP, hold_ms, name: the group tag's) to the machine's welcomed
+ * session. The agent (app rounds: after its pre-script) holds the
+ * completion of new writes, waits until every write it accepted before is
+ * in its stream and answers PREPARED; it never holds longer than hold_ms
+ * without a decision (it then releases without a tag by itself).
+ *
+ * cb is called exactly once per call that returned 0, on the loop, never
+ * from inside an ingest call (answers are delivered on the loop's next
+ * turn), with:
+ *   status 0: held; seq is the last record of the machine's stream before
+ *      the hold: the group tag, if committed in time, follows it, and no
+ *      record between them changes a disk (flushes and crash tags may be
+ *      there). Not a promise that the tag will be seq + 1, nor that it
+ *      will exist: the agent may have released at its hold limit before
+ *      the COMMIT came (see ingest_group_commit).
+ *   TM_EFAILED: no hold; reason says why: the agent's own (stopped, a
+ *      pre-script that failed, busy with an app tag, another round open,
+ *      an initial copy or resync running there, its hold limit passed
+ *      before its stream drained), or ingest's from the machine's durable
+ *      state, without asking the agent: "stopped" (a STOP was sent), "disk
+ *      D: its initial copy is not complete: ...", "disk D: its resync is
+ *      running: ..." (no consistent point can be cut there), or "group
+ *      round R is still open on this machine (...)".
+ *   -ECONNRESET, reason "disconnected": the session ended before PREPARED.
+ *   -ECANCELED: ingest_group_abort came first ("aborted before the agent
+ *      answered"), or the server is stopping.
+ *   TM_EFAILED "the machine was retired": ingest_retire_machine came first.
+ * machine is the machine's name and round the call's; reason is "" when
+ * held; both valid during the call only.
+ *
+ * Returns 0 (cb follows); TM_EINVAL for a NULL machine, name or cb, a name
+ * that is not a wire name, round 0, another kind, hold_ms 0 or over
+ * WIRE_GROUP_MAX_HOLD_MS; TM_ENOTFOUND for a machine neither registered nor
+ * known from the journal; -ENOTCONN when no agent of the machine is
+ * streaming (none, still in its handshake, or the machine is retired);
+ * TM_ECLOSED while ingest_stop runs; -ENOMEM, or a libuv error when the
+ * frame could not be queued (the session is then closed). None calls cb.
+ */
+typedef void (*ingest_prepared_cb)(void *arg, const char *machine, uint64_t round, int status, uint64_t seq,
+                                   const char *reason);
+int ingest_group_prepare(ingest_t *ig, const char *machine, uint64_t round, uint8_t kind, uint32_t hold_ms,
+                         const char *name, ingest_prepared_cb cb, void *arg);
+
+/*
+ * GROUP_COMMIT of a round the machine's agent answered held: it appends the
+ * group tag (kind WIRE_TAG_GROUP, id = round, the prepare's name) after
+ * everything before its hold, (app: runs its post-script,) and releases.
+ * 0 means sent: an agent whose hold limit passed first has released
+ * without a tag and ignores it, so a group point exists only where every
+ * member's group tag of the round is in its stream. Returns 0; TM_EINVAL
+ * for NULL, round 0, or a round not held here (never prepared, not
+ * answered yet, failed, or already decided); TM_ENOTFOUND as for prepare;
+ * -ENOTCONN when the session that held the round ended (the agent released
+ * without a tag) or no agent is streaming; -ENOMEM or a libuv error when
+ * the frame could not be queued (the session is then closed, which ends the
+ * round at the agent).
+ */
+int ingest_group_commit(ingest_t *ig, const char *machine, uint64_t round);
+
+/*
+ * GROUP_ABORT: the agent releases without a tag (app: its post-script
+ * runs). A prepare still waiting for its answer gets it now, -ECANCELED,
+ * and a PREPARED that comes later is ignored. Returns 0 when sent, or when
+ * nothing of the round is open here (never asked, failed, decided, or its
+ * session ended: the agent released already); TM_EINVAL for NULL or round
+ * 0; TM_ENOTFOUND as for prepare; -ENOTCONN when no agent is streaming and
+ * nothing was open; -ENOMEM or a libuv error as for commit.
+ */
+int ingest_group_abort(ingest_t *ig, const char *machine, uint64_t round);
+
 typedef void (*ingest_stopped_cb)(void *arg);
 
 /*

@@ -38,6 +38,26 @@ typedef enum {
     IG_STOP_RESUMED,  /* RESUME: an agent still stopped from before takes writes again */
 } ig_stop_t;
 
+/* A machine's group round, as ingest knows it (group.c). */
+typedef enum {
+    IG_GRP_NONE = 0,  /* none open */
+    IG_GRP_PREPARING, /* GROUP_PREPARE sent on session grp_gen; its caller waits for PREPARED */
+    IG_GRP_HELD,      /* PREPARED held came; the caller decides (commit or abort) */
+    IG_GRP_LOST,      /* held, then its session ended: the agent released, no decision reaches it */
+} ig_grp_state_t;
+
+/* One ingest_group_prepare's answer, owed to its caller until delivered. */
+typedef struct ig_grp_call {
+    struct ig_grp_call *next;
+    ingest_prepared_cb cb;
+    void *arg;
+    char machine[WIRE_MAX_NAME + 1];
+    uint64_t round;
+    int status;
+    uint64_t seq;
+    char reason[WIRE_MAX_TEXT + 1];
+} ig_grp_call_t;
+
 /* A machine whose replication stopped for good (control.c). */
 typedef struct ig_retired {
     char name[WIRE_MAX_NAME + 1];
@@ -64,6 +84,12 @@ typedef struct ig_machine {
     uint64_t stop_id;       /* the final tag of the last STOP */
     char stop_name[WIRE_MAX_NAME + 1];
     char stop_reason[WIRE_MAX_TEXT + 1];
+    /* its group round (group.c) */
+    ig_grp_state_t grp_state;
+    uint64_t grp_round;
+    uint64_t grp_gen;           /* the session asked (its conn gen) */
+    uint64_t grp_deadline_ns;   /* asked + hold limit: past it, a held round is over at the agent */
+    ig_grp_call_t *grp_call;    /* PREPARING: the caller's answer */
 } ig_machine_t;
 
 /* One journal append, alive until its completion was handled on the loop. */
@@ -161,6 +187,9 @@ struct ingest {
     ingest_resync_provider_t provider;
     bool has_provider;
     unsigned sums_inflight;
+    /* group rounds' answers, delivered on the loop's next turn (group.c) */
+    uv_timer_t grp_timer;
+    ig_grp_call_t *grp_due_head, *grp_due_tail;
     /* stopping */
     bool stopping;
     unsigned open_handles;
@@ -201,6 +230,19 @@ void ig_control_welcomed(ig_conn_t *c);
 /* m's appends settled and m is retired: its session gets the ACK it is
  * due, then ERROR stopped. */
 void ig_control_retire_conn(ig_machine_t *m);
+
+/* The machine by name for a request: 0 with the live authenticated
+ * session in *conn, TM_ENOTFOUND (neither registered nor known), or
+ * -ENOTCONN (no authenticated session, or retired; *out is still set when
+ * the machine is in the table). */
+int ig_control_target(ingest_t *ig, const char *machine, ig_machine_t **out, ig_conn_t **conn);
+
+/* group.c */
+void ig_group_prepared(ig_conn_t *c);                /* a PREPARED frame is in c->dec */
+void ig_group_conn_gone(ig_machine_t *m, ig_conn_t *c); /* c, m's session, ends */
+void ig_group_retired(ig_machine_t *m);              /* m was retired: its round fails */
+void ig_group_flush(ingest_t *ig);                   /* deliver the answers due */
+void ig_group_free(ingest_t *ig);                    /* at the very end: nothing may be left */
 
 /* resync.c */
 void ig_resync_request(ig_conn_t *c); /* a RESYNC_REQUEST frame is in c->dec */

@@ -365,8 +365,10 @@ int ig_conn_send(ig_conn_t *c, const wire_buf_t *b)
  * session needs. */
 static void ig__conn_release(ig_conn_t *c)
 {
-    if (c->m && c->m->conn == c)
+    if (c->m && c->m->conn == c) {
+        ig_group_conn_gone(c->m, c);
         c->m->conn = NULL;
+    }
     c->m = NULL;
     ig_resync_release(c);
     ig__pend_free(c);
@@ -573,6 +575,7 @@ static void ig__free(ingest_t *ig)
 {
     for (unsigned i = 0; i < ig->npool; i++)
         tm_free(ig->pool[i]);
+    ig_group_free(ig);
     ig_machines_free(ig);
     ig_retired_free(ig);
     ingest_registry_free(&ig->reg);
@@ -603,6 +606,9 @@ void ig_maybe_stopped(ingest_t *ig)
     if (ig->open_handles == 0) {
         ingest_stopped_cb cb = ig->stopped_cb;
         void *arg = ig->stopped_arg;
+        /* Group rounds' answers still owed (the sessions' ends made them):
+         * each is delivered once, before anything is freed. */
+        ig_group_flush(ig);
         ig__free(ig);
         if (cb)
             cb(arg);
@@ -619,6 +625,7 @@ void ingest_stop(ingest_t *ig, ingest_stopped_cb cb, void *arg)
     uv_close((uv_handle_t *)&ig->listener, ig__handle_closed);
     uv_close((uv_handle_t *)&ig->idle, ig__handle_closed);
     uv_close((uv_handle_t *)&ig->sweep, ig__handle_closed);
+    uv_close((uv_handle_t *)&ig->grp_timer, ig__handle_closed);
     for (ig_conn_t *c = ig->conns; c; c = c->next)
         ig_conn_close(c);
     if (ig->inflight == 0)
@@ -683,8 +690,9 @@ int ingest_start(uv_loop_t *loop, jnl_t *jnl, const ingest_options_t *opts, inge
     uv_async_init(loop, &ig->async, ig__async_cb);
     uv_idle_init(loop, &ig->idle);
     uv_timer_init(loop, &ig->sweep);
-    ig->listener.data = ig->async.data = ig->idle.data = ig->sweep.data = ig;
-    ig->open_handles = 4;
+    uv_timer_init(loop, &ig->grp_timer);
+    ig->listener.data = ig->async.data = ig->idle.data = ig->sweep.data = ig->grp_timer.data = ig;
+    ig->open_handles = 5;
 
     rc = uv_tcp_bind(&ig->listener, (const struct sockaddr *)&ss, 0);
     if (rc == 0)

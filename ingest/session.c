@@ -447,6 +447,8 @@ void ig_conn_frame(ig_conn_t *c)
             ig_resync_request(c);
         else if (type == WIRE_T_RESYNC_ACK)
             ig_resync_ack(c);
+        else if (type == WIRE_T_PREPARED)
+            ig_group_prepared(c);
         else
             break;
         return;
@@ -457,6 +459,6 @@ void ig_conn_frame(ig_conn_t *c)
     case IG_ST_CLOSED:
         return;
     }
-    static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS, RESYNC_REQUEST or RESYNC_ACK"};
+    static const char *const want[] = {"HELLO", "AUTH", "", "RECORDS, RESYNC_REQUEST, RESYNC_ACK or PREPARED"};
     ig_conn_fail(c, WIRE_E_PROTOCOL, "expected %s, got frame type 0x%x", want[c->state], type);
 }

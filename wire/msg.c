@@ -397,6 +397,145 @@ int wire_dec_resync_ack(const uint8_t *body, size_t len, uint16_t *disk, uint16_
     return 0;
 }
 
+/* ---- group rounds ---- */
+
+static bool wire__group_prepare_ok(const wire_group_prepare_t *m)
+{
+    return m->round != 0 && (m->kind == WIRE_TAG_CRASH || m->kind == WIRE_TAG_APP) && m->hold_ms >= 1 &&
+           m->hold_ms <= WIRE_GROUP_MAX_HOLD_MS && wire_name_ok(m->name);
+}
+
+int wire_enc_group_prepare(wire_buf_t *b, const wire_group_prepare_t *m)
+{
+    /* The name goes into the agent's tag record: what the decoder would
+     * refuse is never sent. */
+    if (!wire__group_prepare_ok(m))
+        return -1;
+    size_t f = wire_frame_begin(b, WIRE_T_GROUP_PREPARE);
+    wire_put_u64(b, m->round);
+    wire_put_u8(b, m->kind);
+    wire_put_u32(b, m->hold_ms);
+    wire_put_str(b, m->name);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_group_prepare(const uint8_t *body, size_t len, wire_group_prepare_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
+    m->round = wire_get_u64(&r);
+    m->kind = wire_get_u8(&r);
+    m->hold_ms = wire_get_u32(&r);
+    wire_get_str(&r, m->name, WIRE_MAX_NAME);
+    int rc = wire__finish(&r, "group prepare", reason, rlen);
+    if (rc)
+        return rc;
+    if (m->round == 0)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "group prepare: round ids start at 1");
+    if (m->kind != WIRE_TAG_CRASH && m->kind != WIRE_TAG_APP)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "group prepare: kind %u is not defined (1 crash, 2 app)",
+                          m->kind);
+    if (m->hold_ms == 0 || m->hold_ms > WIRE_GROUP_MAX_HOLD_MS)
+        return wire__fail(WIRE_E_RANGE, reason, rlen, "group prepare: hold limit of %u ms; 1 to %u are allowed",
+                          m->hold_ms, WIRE_GROUP_MAX_HOLD_MS);
+    /* the name goes into a tag record, where only names pass */
+    if (!wire_name_ok(m->name))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "group prepare: tag name is not 1-%u of [A-Za-z0-9._-]",
+                          WIRE_MAX_NAME);
+    return 0;
+}
+
+static bool wire__prepared_ok(const wire_prepared_t *m)
+{
+    size_t n = strlen(m->reason);
+    if (m->round == 0 || n > WIRE_MAX_TEXT)
+        return false;
+    if (m->status == WIRE_PREPARED_HELD)
+        return n == 0;
+    return m->status == WIRE_PREPARED_FAILED && m->seq == 0 && n > 0;
+}
+
+int wire_enc_prepared(wire_buf_t *b, const wire_prepared_t *m)
+{
+    if (!wire__prepared_ok(m))
+        return -1;
+    size_t f = wire_frame_begin(b, WIRE_T_PREPARED);
+    wire_put_u64(b, m->round);
+    wire_put_u8(b, m->status);
+    wire_put_u64(b, m->seq);
+    wire_put_str(b, m->reason);
+    return wire_frame_end(b, f);
+}
+
+int wire_dec_prepared(const uint8_t *body, size_t len, wire_prepared_t *m, char *reason, size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    memset(m, 0, sizeof *m);
+    m->round = wire_get_u64(&r);
+    m->status = wire_get_u8(&r);
+    m->seq = wire_get_u64(&r);
+    wire_get_str(&r, m->reason, WIRE_MAX_TEXT);
+    int rc = wire__finish(&r, "prepared", reason, rlen);
+    if (rc)
+        return rc;
+    if (m->round == 0)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "prepared: round ids start at 1");
+    if (m->status > WIRE_PREPARED_FAILED)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "prepared: status %u is not defined (0 held, 1 failed)",
+                          m->status);
+    /* One meaning per body: a hold has a position and nothing to explain,
+     * a failure the reverse. */
+    if (m->status == WIRE_PREPARED_HELD && m->reason[0])
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "prepared: a held round carries no reason");
+    if (m->status == WIRE_PREPARED_FAILED && (m->seq || !m->reason[0]))
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen,
+                          "prepared: a failed round carries a reason and no sequence (seq 0)");
+    return 0;
+}
+
+static int wire__enc_round(wire_buf_t *b, uint16_t type, uint64_t round)
+{
+    if (round == 0)
+        return -1;
+    size_t f = wire_frame_begin(b, type);
+    wire_put_u64(b, round);
+    return wire_frame_end(b, f);
+}
+
+int wire_enc_group_commit(wire_buf_t *b, uint64_t round)
+{
+    return wire__enc_round(b, WIRE_T_GROUP_COMMIT, round);
+}
+
+int wire_enc_group_abort(wire_buf_t *b, uint64_t round)
+{
+    return wire__enc_round(b, WIRE_T_GROUP_ABORT, round);
+}
+
+static int wire__dec_round(const uint8_t *body, size_t len, uint64_t *round, const char *what, char *reason,
+                           size_t rlen)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    *round = wire_get_u64(&r);
+    int rc = wire__finish(&r, what, reason, rlen);
+    if (rc == 0 && *round == 0)
+        return wire__fail(WIRE_E_PROTOCOL, reason, rlen, "%s: round ids start at 1", what);
+    return rc;
+}
+
+int wire_dec_group_commit(const uint8_t *body, size_t len, uint64_t *round, char *reason, size_t rlen)
+{
+    return wire__dec_round(body, len, round, "group commit", reason, rlen);
+}
+
+int wire_dec_group_abort(const uint8_t *body, size_t len, uint64_t *round, char *reason, size_t rlen)
+{
+    return wire__dec_round(body, len, round, "group abort", reason, rlen);
+}
+
 /* ---- records ---- */
 
 /* Raw bytes an entry carries: a write's data or a tag's name. */

@@ -46,6 +46,19 @@
  *              short: its sum covers the bytes inside the disk)
  *   RESYNC_ACK u16 disk, u16 frames (1..WIRE_RESYNC_WINDOW): that many more SUMS
  *              frames were taken; the server may send as many more
+ *   GROUP_PREPARE  u64 round (1..), u8 kind (WIRE_TAG_CRASH or WIRE_TAG_APP),
+ *              u32 hold_ms (1..WIRE_GROUP_MAX_HOLD_MS), str name (a wire name:
+ *              the group tag's): hold the completion of new writes, wait
+ *              until every write accepted before is in the stream, answer
+ *              PREPARED; never hold longer than hold_ms without a decision
+ *   PREPARED   u64 round, u8 status (WIRE_PREPARED_*), u64 seq, str reason:
+ *              held: seq is the last record of the stream before the hold
+ *              (the group tag follows it, with no write between them) and
+ *              reason is empty; failed: seq is 0 and reason (1..255 bytes)
+ *              says why
+ *   GROUP_COMMIT  u64 round: append the group tag (tag kind WIRE_TAG_GROUP,
+ *              id = round, the PREPARE's name), then release the held writes
+ *   GROUP_ABORT   u64 round: release the held writes, no tag
  *   ERROR      u16 code (WIRE_E_*), str text
  */
 #ifndef TM_WIRE_MSG_H
@@ -136,6 +149,24 @@ typedef struct wire_stop {
     char reason[WIRE_MAX_TEXT + 1]; /* for the agent's log */
 } wire_stop_t;
 
+/* PREPARED status */
+#define WIRE_PREPARED_HELD 0u   /* holding, the stream drained up to seq */
+#define WIRE_PREPARED_FAILED 1u /* no hold (or no longer): reason says why */
+
+typedef struct wire_group_prepare {
+    uint64_t round;                 /* 1..; the group tag's id */
+    uint8_t kind;                   /* WIRE_TAG_CRASH or WIRE_TAG_APP */
+    uint32_t hold_ms;               /* 1..WIRE_GROUP_MAX_HOLD_MS */
+    char name[WIRE_MAX_NAME + 1];   /* the group tag's name: passes wire_name_ok */
+} wire_group_prepare_t;
+
+typedef struct wire_prepared {
+    uint64_t round;                 /* 1.. */
+    uint8_t status;                 /* WIRE_PREPARED_* */
+    uint64_t seq;                   /* held: the last record before the hold; failed: 0 */
+    char reason[WIRE_MAX_TEXT + 1]; /* held: empty; failed: 1..WIRE_MAX_TEXT bytes */
+} wire_prepared_t;
+
 /* RESYNC_SUMS flags */
 #define WIRE_SUMS_LAST 1u /* the disk's last block is in this frame (or first_block is past it) */
 
@@ -178,6 +209,13 @@ int wire_enc_error(wire_buf_t *b, uint16_t code, const char *text);
 int wire_enc_resync_request(wire_buf_t *b, const wire_resync_request_t *m);
 int wire_enc_resync_sums(wire_buf_t *b, const wire_resync_sums_t *m);
 int wire_enc_resync_ack(wire_buf_t *b, uint16_t disk, uint16_t frames);
+/* Group rounds: -1 also for what the decoders refuse (round 0, a kind,
+ * hold or name out of range, a PREPARED whose seq or reason does not fit
+ * its status). */
+int wire_enc_group_prepare(wire_buf_t *b, const wire_group_prepare_t *m);
+int wire_enc_prepared(wire_buf_t *b, const wire_prepared_t *m);
+int wire_enc_group_commit(wire_buf_t *b, uint64_t round);
+int wire_enc_group_abort(wire_buf_t *b, uint64_t round);
 /* Records: entries[i].data points at each write's bytes and each tag's name
  * (length bytes); hashes of writes are computed here. With compress, each
  * write travels as its own lz4 block when that is smaller. */
@@ -199,6 +237,10 @@ int wire_dec_resync_request(const uint8_t *body, size_t len, wire_resync_request
 int wire_dec_resync_sums(const uint8_t *body, size_t len, wire_resync_sums_t *m, char *reason, size_t rlen);
 int wire_dec_resync_ack(const uint8_t *body, size_t len, uint16_t *disk, uint16_t *frames, char *reason,
                         size_t rlen);
+int wire_dec_group_prepare(const uint8_t *body, size_t len, wire_group_prepare_t *m, char *reason, size_t rlen);
+int wire_dec_prepared(const uint8_t *body, size_t len, wire_prepared_t *m, char *reason, size_t rlen);
+int wire_dec_group_commit(const uint8_t *body, size_t len, uint64_t *round, char *reason, size_t rlen);
+int wire_dec_group_abort(const uint8_t *body, size_t len, uint64_t *round, char *reason, size_t rlen);
 /*
  * Records, structure only: the header and every entry are checked as below
  * and entries[i].stored_data / stored_off are set, but nothing is

@@ -49,6 +49,12 @@ uint32_t wire_body_limit(uint16_t type)
     case WIRE_T_RESYNC_REQUEST: return WIRE_RESYNC_REQUEST_LEN;
     case WIRE_T_RESYNC_ACK: return WIRE_RESYNC_ACK_LEN;
     case WIRE_T_RESYNC_SUMS: return WIRE_RESYNC_SUMS_HDR_LEN + 8u * WIRE_MAX_SUMS;
+    /* round, kind, hold_ms, a name */
+    case WIRE_T_GROUP_PREPARE: return 8 + 1 + 4 + (1 + WIRE_MAX_NAME);
+    /* round, status, seq, a text */
+    case WIRE_T_PREPARED: return 8 + 1 + 8 + (1 + WIRE_MAX_TEXT);
+    case WIRE_T_GROUP_COMMIT:
+    case WIRE_T_GROUP_ABORT: return WIRE_GROUP_ROUND_LEN;
     case WIRE_T_ERROR: return 2 + 256;
     }
     return 0;

@@ -48,6 +48,11 @@
 #define WIRE_RESYNC_REQUEST_LEN 16u  /* the RESYNC_REQUEST body */
 #define WIRE_RESYNC_ACK_LEN 4u       /* the RESYNC_ACK body */
 #define WIRE_RESYNC_SUMS_HDR_LEN 32u /* the RESYNC_SUMS body before its sums */
+/* Group rounds (docs/agent-protocol.md, "Group rounds"): a GROUP_PREPARE's
+ * hold limit is 1..WIRE_GROUP_MAX_HOLD_MS; a longer hold of a machine's
+ * writes would outlast the time its applications give a disk. */
+#define WIRE_GROUP_MAX_HOLD_MS 60000u
+#define WIRE_GROUP_ROUND_LEN 8u      /* the GROUP_COMMIT and GROUP_ABORT bodies: u64 round */
 
 typedef enum wire_type {
     /* agent -> server */
@@ -56,6 +61,7 @@ typedef enum wire_type {
     WIRE_T_RECORDS = 0x03,
     WIRE_T_RESYNC_REQUEST = 0x04,
     WIRE_T_RESYNC_ACK = 0x05,
+    WIRE_T_PREPARED = 0x06,
     /* server -> agent */
     WIRE_T_CHALLENGE = 0x81,
     WIRE_T_WELCOME = 0x82,
@@ -64,6 +70,9 @@ typedef enum wire_type {
     WIRE_T_STOP = 0x85,
     WIRE_T_RESYNC_SUMS = 0x86,
     WIRE_T_RESUME = 0x87,
+    WIRE_T_GROUP_PREPARE = 0x88,
+    WIRE_T_GROUP_COMMIT = 0x89,
+    WIRE_T_GROUP_ABORT = 0x8a,
     /* either way */
     WIRE_T_ERROR = 0xff,
 } wire_type_t;

@@ -46,12 +46,22 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
     return remove(path);
 }
 
+/* c's process was reaped: the test may let c go out of scope (a copy of
+ * it kept by value, a helper's local), so teardown must not look at it. */
+static void at__forget(at_child_t *c)
+{
+    for (unsigned i = 0; i < AT_MAX_LIVE; i++)
+        if (live[i] == c)
+            live[i] = NULL;
+}
+
 void at_teardown(void)
 {
     for (unsigned i = 0; i < AT_MAX_LIVE; i++) {
-        if (live[i] && live[i]->pid > 0) {
-            kill(live[i]->pid, SIGKILL);
-            waitpid(live[i]->pid, NULL, 0);
+        pid_t pid = live[i] ? live[i]->pid : 0;
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
             live[i]->pid = 0;
         }
         live[i] = NULL;
@@ -72,7 +82,12 @@ const char *at_path(const char *rel)
 
 void at_spawn(at_child_t *c, const char *const *args)
 {
-    int outp[2], errp[2];
+    at_spawn_in(c, args, NULL);
+}
+
+void at_spawn_in(at_child_t *c, const char *const *args, int *in_fd)
+{
+    int outp[2], errp[2], inp[2] = {-1, -1};
     const char *argv[40];
     unsigned n = 0;
     bool external = args[0][0] == '/' || strncmp(args[0], "qemu-", 5) == 0 || strcmp(args[0], "nbdcopy") == 0;
@@ -86,6 +101,8 @@ void at_spawn(at_child_t *c, const char *const *args)
     argv[n] = NULL;
     cr_assert_eq(pipe2(outp, O_CLOEXEC), 0);
     cr_assert_eq(pipe2(errp, O_CLOEXEC), 0);
+    if (in_fd)
+        cr_assert_eq(pipe2(inp, O_CLOEXEC), 0);
     pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
@@ -95,7 +112,7 @@ void at_spawn(at_child_t *c, const char *const *args)
             _exit(127);
         struct sigaction dfl = {.sa_handler = SIG_DFL};
         sigaction(SIGPIPE, &dfl, NULL);
-        if (dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0)
+        if (dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0 || (in_fd && dup2(inp[0], 0) < 0))
             _exit(127);
         if (external)
             execvp(argv[0], (char *const *)argv);
@@ -105,6 +122,10 @@ void at_spawn(at_child_t *c, const char *const *args)
     }
     close(outp[1]);
     close(errp[1]);
+    if (in_fd) {
+        close(inp[0]);
+        *in_fd = inp[1];
+    }
     c->pid = pid;
     c->out_fd = outp[0];
     c->err_fd = errp[0];
@@ -165,6 +186,23 @@ bool at_wait(at_child_t *c, bool err, const char *needle, int timeout_ms)
     }
 }
 
+bool at_has(at_child_t *c, bool err, const char *needle)
+{
+    for (;;) {
+        struct pollfd p[2] = {{.fd = c->out_fd, .events = POLLIN}, {.fd = c->err_fd, .events = POLLIN}};
+        int r = poll(p, 2, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (p[0].revents)
+            drain(&c->out_fd, &c->out, &c->out_len);
+        if (p[1].revents)
+            drain(&c->err_fd, &c->err, &c->err_len);
+    }
+    return strstr(err ? c->err : c->out, needle) != NULL;
+}
+
 int at_finish(at_child_t *c, int timeout_ms)
 {
     int64_t end = now_ms() + timeout_ms;
@@ -178,12 +216,14 @@ int at_finish(at_child_t *c, int timeout_ms)
             kill(c->pid, SIGKILL);
             waitpid(c->pid, &status, 0);
             c->pid = 0;
+            at__forget(c);
             cr_assert_fail("child did not exit in %d ms; stdout:\n%s\nstderr:\n%s", timeout_ms, c->out, c->err);
         }
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL); /* the pipes are closed; only the exit is left */
     }
     c->pid = 0;
+    at__forget(c);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -194,13 +234,12 @@ void at_kill(at_child_t *c, int sig)
     kill(c->pid, sig);
     waitpid(c->pid, NULL, 0);
     c->pid = 0;
+    at__forget(c);
 }
 
 void at_child_free(at_child_t *c)
 {
-    for (unsigned i = 0; i < AT_MAX_LIVE; i++)
-        if (live[i] == c)
-            live[i] = NULL;
+    at__forget(c);
     if (c->out_fd >= 0)
         close(c->out_fd);
     if (c->err_fd >= 0)
@@ -244,7 +283,26 @@ void at_serve(at_child_t *c, const char *data, const char *addr, char *out)
     out[n] = '\0';
 }
 
+typedef struct at_one {
+    const char *machine;
+    at_rec_fn fn;
+    void *arg;
+} at_one_t;
+
+static void at__one(const char *machine, uint64_t seq, const wire_entry_t *e, void *arg)
+{
+    at_one_t *o = arg;
+    if (strcmp(machine, o->machine) == 0)
+        o->fn(seq, e, o->arg);
+}
+
 void at_walk_journal(const char *data, const char *machine, at_rec_fn fn, void *arg)
+{
+    at_one_t o = {machine, fn, arg};
+    at_walk_journal_all(data, at__one, &o);
+}
+
+void at_walk_journal_all(const char *data, at_mrec_fn fn, void *arg)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/journal", data);
@@ -264,13 +322,11 @@ void at_walk_journal(const char *data, const char *machine, at_rec_fn fn, void *
         ingest_batch_rec_t b;
         cr_assert_eq(ingest_rec_batch_parse(rec.data, rec.len, &b), 0, "batch at lsn %llu",
                      (unsigned long long)rec.lsn);
-        if (strcmp(b.machine, machine) != 0)
-            continue;
         char reason[160];
         rc = wire_dec_records(b.body, b.body_len, recs, scratch, reason, sizeof reason);
         cr_assert_eq(rc, 0, "lsn %llu: %s", (unsigned long long)rec.lsn, reason);
         for (unsigned i = 0; i < recs->count; i++)
-            fn(recs->first_seq + i, &recs->entries[i], arg);
+            fn(b.machine, recs->first_seq + i, &recs->entries[i], arg);
     }
     cr_assert_eq(rc, -EAGAIN, "reader: %s", tm_strerror(rc));
     tm_free(scratch);

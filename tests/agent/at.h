@@ -30,8 +30,14 @@ const char *at_path(const char *rel);
 /* Start `tidemark` with args (NULL-terminated, no argv[0]); an external
  * program when args[0] starts with '/' or is "qemu-io". */
 void at_spawn(at_child_t *c, const char *const *args);
+/* The same with the child's stdin on a pipe whose writing end goes into
+ * *in_fd (the caller closes it). */
+void at_spawn_in(at_child_t *c, const char *const *args, int *in_fd);
 /* Read until needle appears on stdout (err: stderr) or timeout_ms passes. */
 bool at_wait(at_child_t *c, bool err, const char *needle, int timeout_ms);
+/* Whether needle is in what the child wrote so far (reads what is there
+ * now, waits for nothing). */
+bool at_has(at_child_t *c, bool err, const char *needle);
 /* Wait for the exit (killing after timeout_ms and failing); the exit code, or
  * 128 + signal. */
 int at_finish(at_child_t *c, int timeout_ms);
@@ -49,6 +55,9 @@ void at_serve(at_child_t *c, const char *data, const char *addr, char *out);
  * server stopped), in stream order; e->data points at a write's raw bytes. */
 typedef void (*at_rec_fn)(uint64_t seq, const wire_entry_t *e, void *arg);
 void at_walk_journal(const char *data, const char *machine, at_rec_fn fn, void *arg);
+/* The same for every machine at once, in journal order. */
+typedef void (*at_mrec_fn)(const char *machine, uint64_t seq, const wire_entry_t *e, void *arg);
+void at_walk_journal_all(const char *data, at_mrec_fn fn, void *arg);
 
 /* Apply a write, zero or trim record of disk 0 to disk (size bytes), as the
  * appliance rebuilds a disk; other kinds change nothing. */

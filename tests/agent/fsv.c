@@ -33,6 +33,9 @@ struct fsv {
     uint8_t *scratch;
     uint16_t ndisks;      /* the HELLO's, for the WELCOME */
     char fail[256];       /* the first thing the agent got wrong; asserted on the test's thread */
+    fsv_prepared_t *prep; /* PREPARED frames, in the order they came */
+    size_t nprep, cap_prep;
+    unsigned sessions;    /* sessions welcomed */
 };
 
 /* Criterion's asserts work on the test's thread only: here a failure is
@@ -107,6 +110,7 @@ static bool fsv__frame(fsv_t *s, const wire_decoder_t *d)
         pthread_mutex_lock(&s->mu);
         ok = fsv__send_locked(s, &b);
         s->streaming = ok;
+        s->sessions += ok;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
         wire_buf_free(&b);
@@ -158,6 +162,35 @@ static bool fsv__frame(fsv_t *s, const wire_decoder_t *d)
         wire_buf_free(&b);
         return ok;
     }
+    case WIRE_T_PREPARED: {
+        wire_prepared_t p;
+        int rc = wire_dec_prepared(d->body, d->hdr.body_len, &p, reason, sizeof reason);
+        FSV_CHECK(s, rc == 0, "bad PREPARED: %s", reason);
+        pthread_mutex_lock(&s->mu);
+        if (s->nprep == s->cap_prep) {
+            size_t cap = s->cap_prep ? 2 * s->cap_prep : 16;
+            fsv_prepared_t *g = tm_realloc(s->prep, cap * sizeof *g);
+            if (!g) {
+                pthread_mutex_unlock(&s->mu);
+                FSV_CHECK(s, false, "out of memory");
+            }
+            s->prep = g;
+            s->cap_prep = cap;
+        }
+        fsv_prepared_t *k = &s->prep[s->nprep++];
+        k->round = p.round;
+        k->held = p.status == WIRE_PREPARED_HELD;
+        k->seq = p.seq;
+        k->records = s->n;
+        snprintf(k->reason, sizeof k->reason, "%s", p.reason);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return true;
+    }
+    case WIRE_T_RESYNC_REQUEST:
+        /* Never answered: the agent's resync stays open (what a test of
+         * a round during a resync needs). */
+        return true;
     default:
         return false; /* ERROR or anything else: the agent reconnects */
     }
@@ -304,6 +337,112 @@ void fsv_tag(fsv_t *s, uint8_t kind, uint64_t id, const char *name)
     cr_assert(ok, "no agent is streaming to send tag request '%s' to", name);
 }
 
+/* Send b on the live connection; false when there is none. */
+static bool fsv__send(fsv_t *s, const wire_buf_t *b)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ok = s->streaming && fsv__send_locked(s, b);
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+void fsv_group_prepare(fsv_t *s, uint64_t round, uint8_t kind, uint32_t hold_ms, const char *name)
+{
+    wire_buf_t b = {0};
+    wire_group_prepare_t m = {.round = round, .kind = kind, .hold_ms = hold_ms};
+    snprintf(m.name, sizeof m.name, "%s", name);
+    cr_assert_eq(wire_enc_group_prepare(&b, &m), 0);
+    bool ok = fsv__send(s, &b);
+    wire_buf_free(&b);
+    cr_assert(ok, "no agent is streaming to send GROUP_PREPARE %llu to", (unsigned long long)round);
+}
+
+void fsv_group_decide(fsv_t *s, uint64_t round, bool commit)
+{
+    wire_buf_t b = {0};
+    cr_assert_eq(commit ? wire_enc_group_commit(&b, round) : wire_enc_group_abort(&b, round), 0);
+    bool ok = fsv__send(s, &b);
+    wire_buf_free(&b);
+    cr_assert(ok, "no agent is streaming to send the decision of round %llu to", (unsigned long long)round);
+}
+
+void fsv_stop_agent(fsv_t *s, uint64_t id, const char *name)
+{
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_stop(&b, id, name, "test"), 0);
+    bool ok = fsv__send(s, &b);
+    wire_buf_free(&b);
+    cr_assert(ok, "no agent is streaming to send STOP to");
+}
+
+void fsv_resume_agent(fsv_t *s)
+{
+    wire_buf_t b = {0};
+    cr_assert_eq(wire_enc_resume(&b, "test"), 0);
+    bool ok = fsv__send(s, &b);
+    wire_buf_free(&b);
+    cr_assert(ok, "no agent is streaming to send RESUME to");
+}
+
+bool fsv_wait_prepared(fsv_t *s, uint64_t round, int timeout_ms, fsv_prepared_t *out)
+{
+    struct timespec dl = fsv__deadline(timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    const fsv_prepared_t *hit = NULL;
+    for (;;) {
+        for (size_t i = 0; i < s->nprep && !hit; i++)
+            if (s->prep[i].round == round)
+                hit = &s->prep[i];
+        if (hit || rc == ETIMEDOUT)
+            break;
+        rc = pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+    }
+    if (hit && out)
+        *out = *hit;
+    pthread_mutex_unlock(&s->mu);
+    return hit != NULL;
+}
+
+unsigned fsv_prepared_count(fsv_t *s, uint64_t round)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->nprep; i++)
+        n += s->prep[i].round == round;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void fsv_drop_agent(fsv_t *s)
+{
+    /* shutdown, not close: the serving thread notices and closes it */
+    pthread_mutex_lock(&s->mu);
+    if (s->cfd >= 0)
+        shutdown(s->cfd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool fsv_wait_sessions(fsv_t *s, unsigned n, int timeout_ms)
+{
+    struct timespec dl = fsv__deadline(timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    while (!(s->streaming && s->sessions >= n) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+    bool ok = s->streaming && s->sessions >= n;
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+unsigned fsv_sessions(fsv_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    unsigned n = s->sessions;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 bool fsv_wait(fsv_t *s, bool (*pred)(const fsv_rec_t *r, size_t n, void *arg), void *arg, int timeout_ms)
 {
     struct timespec dl = fsv__deadline(timeout_ms);
@@ -356,6 +495,7 @@ void fsv_stop(fsv_t *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     tm_free(s->recs);
+    tm_free(s->prep);
     tm_free(s->batch);
     tm_free(s->scratch);
     tm_free(s);

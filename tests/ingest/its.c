@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -231,6 +232,131 @@ int its_machine(its_t *s, const char *machine, ingest_machine_info_t *out)
 {
     its_req_t r = {.machine = machine, .info = out};
     return its_call(s, its__machine, &r);
+}
+
+/* ---- group rounds ---- */
+
+static pthread_mutex_t ans_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ans_cv = PTHREAD_COND_INITIALIZER;
+static its_answer_t *ans;
+static size_t nans, cap_ans;
+
+void its_group_on_prepared(void *arg, const char *machine, uint64_t round, int status, uint64_t seq,
+                           const char *reason)
+{
+    (void)arg;
+    pthread_mutex_lock(&ans_mu);
+    if (nans == cap_ans) {
+        size_t cap = cap_ans ? 2 * cap_ans : 64;
+        its_answer_t *p = realloc(ans, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&ans_mu);
+            abort(); /* the loop's thread: no Criterion assertion here */
+        }
+        ans = p;
+        cap_ans = cap;
+    }
+    its_answer_t *a = &ans[nans++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->machine, sizeof a->machine, "%s", machine);
+    a->round = round;
+    a->status = status;
+    a->seq = seq;
+    snprintf(a->reason, sizeof a->reason, "%s", reason ? reason : "(null)");
+    pthread_cond_broadcast(&ans_cv);
+    pthread_mutex_unlock(&ans_mu);
+}
+
+typedef struct its_grp {
+    const char *machine, *name;
+    uint64_t round;
+    uint8_t kind;
+    uint32_t hold_ms;
+} its_grp_t;
+
+static int its__prepare(ingest_t *ig, void *arg)
+{
+    its_grp_t *g = arg;
+    return ingest_group_prepare(ig, g->machine, g->round, g->kind, g->hold_ms, g->name, its_group_on_prepared, NULL);
+}
+
+int its_group_prepare(its_t *s, const char *machine, uint64_t round, uint8_t kind, uint32_t hold_ms,
+                      const char *name)
+{
+    its_grp_t g = {.machine = machine, .name = name, .round = round, .kind = kind, .hold_ms = hold_ms};
+    return its_call(s, its__prepare, &g);
+}
+
+static int its__commit(ingest_t *ig, void *arg)
+{
+    its_grp_t *g = arg;
+    return ingest_group_commit(ig, g->machine, g->round);
+}
+
+int its_group_commit(its_t *s, const char *machine, uint64_t round)
+{
+    its_grp_t g = {.machine = machine, .round = round};
+    return its_call(s, its__commit, &g);
+}
+
+static int its__abort(ingest_t *ig, void *arg)
+{
+    its_grp_t *g = arg;
+    return ingest_group_abort(ig, g->machine, g->round);
+}
+
+int its_group_abort(its_t *s, const char *machine, uint64_t round)
+{
+    its_grp_t g = {.machine = machine, .round = round};
+    return its_call(s, its__abort, &g);
+}
+
+static const its_answer_t *its__find(const char *machine, uint64_t round)
+{
+    for (size_t i = 0; i < nans; i++)
+        if (ans[i].round == round && (!machine || strcmp(ans[i].machine, machine) == 0))
+            return &ans[i];
+    return NULL;
+}
+
+bool its_group_wait(const char *machine, uint64_t round, int timeout_ms, its_answer_t *out)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&ans_mu);
+    const its_answer_t *a;
+    int rc = 0;
+    while (!(a = its__find(machine, round)) && rc == 0)
+        rc = pthread_cond_timedwait(&ans_cv, &ans_mu, &until);
+    if (a && out)
+        *out = *a;
+    pthread_mutex_unlock(&ans_mu);
+    return a != NULL;
+}
+
+unsigned its_group_answers(const char *machine, uint64_t round)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&ans_mu);
+    for (size_t i = 0; i < nans; i++)
+        if (ans[i].round == round && (!machine || strcmp(ans[i].machine, machine) == 0))
+            n++;
+    pthread_mutex_unlock(&ans_mu);
+    return n;
+}
+
+unsigned its_group_all_answers(void)
+{
+    pthread_mutex_lock(&ans_mu);
+    unsigned n = (unsigned)nans;
+    pthread_mutex_unlock(&ans_mu);
+    return n;
 }
 
 void its_stop(its_t *s)

@@ -18,6 +18,7 @@
 
 #include "ingest/ingest.h"
 #include "journal/journal.h"
+#include "wire/wire.h"
 
 typedef struct its its_t;
 
@@ -51,6 +52,32 @@ int its_request_resume(its_t *s, const char *machine);
 int its_retire(its_t *s, const char *machine, const char *reason);
 /* ingest_machine_state: 0 or TM_ENOTFOUND. */
 int its_machine(its_t *s, const char *machine, ingest_machine_info_t *out);
+
+/* ---- group rounds ----
+ * Answers to ingest_group_prepare are kept in the process (they outlive
+ * its_stop, which delivers the ones still owed), in the order they came. */
+typedef struct its_answer {
+    char machine[WIRE_MAX_NAME + 1];
+    uint64_t round;
+    int status;
+    uint64_t seq;
+    char reason[WIRE_MAX_TEXT + 1];
+} its_answer_t;
+
+/* The ingest_prepared_cb the helpers give ingest (arg is ignored): for a
+ * test's own its_call functions that prepare many machines in one turn. */
+void its_group_on_prepared(void *arg, const char *machine, uint64_t round, int status, uint64_t seq,
+                           const char *reason);
+int its_group_prepare(its_t *s, const char *machine, uint64_t round, uint8_t kind, uint32_t hold_ms,
+                      const char *name);
+int its_group_commit(its_t *s, const char *machine, uint64_t round);
+int its_group_abort(its_t *s, const char *machine, uint64_t round);
+/* Wait (bounded) for the answer to (machine, round); false on timeout. */
+bool its_group_wait(const char *machine, uint64_t round, int timeout_ms, its_answer_t *out);
+/* How many answers (machine, round) got so far (NULL machine: any), and
+ * all answers so far. */
+unsigned its_group_answers(const char *machine, uint64_t round);
+unsigned its_group_all_answers(void);
 
 /* Stop the server (ingest_stop, then the loop), close the journal, free s.
  * The journal can be read afterwards. */

@@ -674,7 +674,7 @@ Test(error, roundtrip)
 /* ---- every type: truncated and trailing ----------------------------------------- */
 
 /* A valid body of each type, in b (as frames); returns how many. */
-static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
+static size_t one_of_each(wire_buf_t *b, uint16_t types[24], size_t starts[25])
 {
     size_t n = 0;
 #define NEXT(t, call)                                                                                          \
@@ -702,6 +702,12 @@ static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
     NEXT(WIRE_T_STOP, wire_enc_stop(b, 5, "final", "stop"));
     NEXT(WIRE_T_RESUME, wire_enc_resume(b, "go on"));
     NEXT(WIRE_T_ERROR, wire_enc_error(b, WIRE_E_SEQUENCE, "gap"));
+    wire_group_prepare_t gp = {.round = 4, .kind = WIRE_TAG_APP, .hold_ms = 100, .name = "g4"};
+    NEXT(WIRE_T_GROUP_PREPARE, wire_enc_group_prepare(b, &gp));
+    wire_prepared_t pr = {.round = 4, .status = WIRE_PREPARED_FAILED, .reason = "no"};
+    NEXT(WIRE_T_PREPARED, wire_enc_prepared(b, &pr));
+    NEXT(WIRE_T_GROUP_COMMIT, wire_enc_group_commit(b, 4));
+    NEXT(WIRE_T_GROUP_ABORT, wire_enc_group_abort(b, 4));
 #undef NEXT
     starts[n] = b->len;
     return n;
@@ -710,8 +716,8 @@ static size_t one_of_each(wire_buf_t *b, uint16_t types[16], size_t starts[16])
 Test(bodies, truncated_bodies_are_refused)
 {
     wire_buf_t b = {0};
-    uint16_t types[16];
-    size_t starts[17];
+    uint16_t types[24];
+    size_t starts[25];
     size_t n = one_of_each(&b, types, starts);
     for (size_t i = 0; i < n; i++) {
         const uint8_t *body = b.data + starts[i] + WIRE_HDR_LEN;
@@ -736,8 +742,8 @@ Test(bodies, truncated_bodies_are_refused)
 Test(bodies, trailing_bytes_are_refused)
 {
     wire_buf_t b = {0};
-    uint16_t types[16];
-    size_t starts[17];
+    uint16_t types[24];
+    size_t starts[25];
     size_t n = one_of_each(&b, types, starts);
     for (size_t i = 0; i < n; i++) {
         const uint8_t *body = b.data + starts[i] + WIRE_HDR_LEN;

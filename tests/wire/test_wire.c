@@ -28,7 +28,8 @@ static const struct {
     {WIRE_T_CHALLENGE, 288},      {WIRE_T_WELCOME, 82},    {WIRE_T_ACK, 8},
     {WIRE_T_TAG_REQUEST, 272},    {WIRE_T_STOP, 328},      {WIRE_T_ERROR, 258},
     {WIRE_T_RESYNC_REQUEST, 16},  {WIRE_T_RESYNC_ACK, 4},  {WIRE_T_RESYNC_SUMS, 32 + 8 * 4096},
-    {WIRE_T_RESUME, 256},
+    {WIRE_T_RESUME, 256},         {WIRE_T_PREPARED, 273},  {WIRE_T_GROUP_PREPARE, 77},
+    {WIRE_T_GROUP_COMMIT, 8},     {WIRE_T_GROUP_ABORT, 8},
 };
 #define NKNOWN (sizeof known / sizeof known[0])
 
@@ -126,7 +127,7 @@ Test(wire, body_limits_are_the_documented_ones)
     for (size_t i = 0; i < NKNOWN; i++)
         cr_assert_eq(wire_body_limit(known[i].type), known[i].limit, "type 0x%x: limit %u, want %u", known[i].type,
                      wire_body_limit(known[i].type), known[i].limit);
-    static const uint16_t unknown[] = {0x00, 0x06, 0x7f, 0x80, 0x88, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
+    static const uint16_t unknown[] = {0x00, 0x07, 0x7f, 0x80, 0x8b, 0xfe, 0x100, 0x101, 0x183, 0x1ff, 0xffff};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         cr_assert_eq(wire_body_limit(unknown[i]), 0, "type 0x%x has a limit", unknown[i]);
     /* The named limits fit in the records limit: header, 1024 entries, 4 MiB. */
@@ -195,6 +196,16 @@ static void all_types_stream(wire_buf_t *b, size_t ends[NKNOWN])
     cr_assert_eq(wire_enc_resync_sums(b, &rs), 0);
     ends[k++] = b->len;
     cr_assert_eq(wire_enc_resume(b, "failover cancelled"), 0);
+    ends[k++] = b->len;
+    wire_prepared_t pr = {.round = 3, .status = WIRE_PREPARED_HELD, .seq = 9};
+    cr_assert_eq(wire_enc_prepared(b, &pr), 0);
+    ends[k++] = b->len;
+    wire_group_prepare_t gp = {.round = 3, .kind = WIRE_TAG_CRASH, .hold_ms = 100, .name = "grp-3"};
+    cr_assert_eq(wire_enc_group_prepare(b, &gp), 0);
+    ends[k++] = b->len;
+    cr_assert_eq(wire_enc_group_commit(b, 3), 0);
+    ends[k++] = b->len;
+    cr_assert_eq(wire_enc_group_abort(b, 4), 0);
     ends[k++] = b->len;
     cr_assert_eq(k, NKNOWN);
 }
@@ -360,7 +371,7 @@ static wire_status_t feed_hdr(wire_decoder_t *d, const uint8_t hdr[WIRE_HDR_LEN]
 
 Test(wire, unknown_type_is_refused)
 {
-    static const uint16_t types[] = {0x00, 0x06, 0x80, 0x88, 0xfe, 0x101, 0x183, 0xffff};
+    static const uint16_t types[] = {0x00, 0x07, 0x80, 0x8b, 0xfe, 0x101, 0x183, 0xffff};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         uint8_t h[WIRE_HDR_LEN];
         put_hdr(h, types[i], 0, 0xffffffffu);

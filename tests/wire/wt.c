@@ -258,6 +258,16 @@ int wt_dec_any(uint16_t type, const uint8_t *body, size_t len, char *reason, siz
         wire_resync_sums_t m;
         return wire_dec_resync_sums(body, len, &m, reason, rlen);
     }
+    case WIRE_T_GROUP_PREPARE: {
+        wire_group_prepare_t m;
+        return wire_dec_group_prepare(body, len, &m, reason, rlen);
+    }
+    case WIRE_T_PREPARED: {
+        wire_prepared_t m;
+        return wire_dec_prepared(body, len, &m, reason, rlen);
+    }
+    case WIRE_T_GROUP_COMMIT: return wire_dec_group_commit(body, len, &u64, reason, rlen);
+    case WIRE_T_GROUP_ABORT: return wire_dec_group_abort(body, len, &u64, reason, rlen);
     }
     cr_assert_fail("wt_dec_any: no decoder for type 0x%x", type);
     return -1;
