@@ -18,6 +18,7 @@
 #include "api/http.h"
 #include "api/jobs.h"
 #include "api/loop_call.h"
+#include "consistency/consistency.h"
 #include "ingest/ingest.h"
 #include "journal/journal.h"
 #include "points/points.h"
@@ -35,12 +36,13 @@ typedef struct api_v1 {
     const char *nbd;        /* where disks at points are served ("HOST:PORT"), NULL: not served */
     tgt_exports_t *exports; /* the NBD exports (test failovers), NULL: none */
     api_loopq_t *loopq;     /* failover jobs' calls into the loop (loop_call.h) */
+    cns_t *cns;             /* replication groups' coordinator, NULL: no groups */
     uint64_t next_tag_id;
 } api_v1_t;
 
 /* The routing table for a (which must outlive the server) into out; the
  * count. The server copies the table. */
-#define API_V1_NROUTES 10u
+#define API_V1_NROUTES 13u
 size_t api_v1_routes(api_v1_t *a, tm_http_route_t out[API_V1_NROUTES]);
 
 /* ---- shared by the v1_*.c files ------------------------------------------ */
@@ -76,5 +78,8 @@ void api_v1_jobs_list(tm_http_req_t *req, void *ctx);
 void api_v1_job_get(tm_http_req_t *req, void *ctx);
 void api_v1_job_cancel(tm_http_req_t *req, void *ctx);
 void api_v1_metrics(tm_http_req_t *req, void *ctx);
+void api_v1_groups(tm_http_req_t *req, void *ctx);
+void api_v1_group_points(tm_http_req_t *req, void *ctx);
+void api_v1_group_round(tm_http_req_t *req, void *ctx);
 
 #endif

@@ -71,6 +71,7 @@ json_t *api_point_json(const pts_point_t *pt)
     json_object_set_new(o, "time", json_string(t));
     json_object_set_new(o, "kind", json_string(pts_kind_name(pt->kind)));
     json_object_set_new(o, "tag", pt->tag[0] ? json_string(pt->tag) : json_null());
+    json_object_set_new(o, "multivm", json_boolean(pt->multivm));
     return o;
 }
 

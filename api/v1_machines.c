@@ -80,7 +80,9 @@ static json_t *api__machine_json(api_v1_t *a, const char *name, const pts_stats_
         json_array_append_new(disks, json_pack("{s:s,s:I,s:b}", "name", m.disks[d].name, "size",
                                                (json_int_t)m.disks[d].size, "synced", m.disks[d].synced));
     json_object_set_new(o, "disks", disks);
-    json_object_set_new(o, "group", json_null());
+    char group[PTS_MAX_GROUP_NAME + 1];
+    json_object_set_new(o, "group", pts_machine_group(a->pts, name, group, sizeof group) == 0 ? json_string(group)
+                                                                                             : json_null());
     if (have_m && m.failover != PTS_FO_NONE) {
         char t[40];
         api_time(m.failover_ns, t, sizeof t);

@@ -13,6 +13,9 @@ size_t api_v1_routes(api_v1_t *a, tm_http_route_t out[API_V1_NROUTES])
         {"GET", "/v1/jobs", api_v1_jobs_list, a, false},
         {"GET", "/v1/jobs/{id}", api_v1_job_get, a, false},
         {"POST", "/v1/jobs/{id}/cancel", api_v1_job_cancel, a, false},
+        {"GET", "/v1/groups", api_v1_groups, a, false},
+        {"GET", "/v1/groups/{group}/points", api_v1_group_points, a, false},
+        {"POST", "/v1/groups/{group}/rounds", api_v1_group_round, a, false},
         {"GET", "/metrics", api_v1_metrics, a, false},
     };
     for (size_t i = 0; i < API_V1_NROUTES; i++)

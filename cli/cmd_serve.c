@@ -32,6 +32,7 @@
 #include "cli/config.h"
 #include "cli/serve_api.h"
 #include "cli/serve_failover.h"
+#include "cli/serve_groups.h"
 #include "cli/serve_tags.h"
 #include "cli/serve_resync.h"
 #include "ingest/ingest.h"
@@ -60,6 +61,7 @@ typedef struct cli_serve {
     bool api_up;
     tgt_exports_t *nbd;
     cli_tags_t *tags;
+    cns_t *cns;
     bool stopping;
     bool reported; /* the failure was already explained */
 } cli_serve_t;
@@ -335,15 +337,24 @@ static void cli__nbd_stopped(void *arg)
     ingest_stop(s->ingest, cli__ingest_stopped, s);
 }
 
-/* The API is closed: close the NBD exports next. */
-static void cli__api_stopped(void *arg)
+/* The group rounds are over (their recordings read through pts): close
+ * the NBD exports next. */
+static void cli__cns_stopped(void *arg)
 {
     cli_serve_t *s = arg;
-    s->api_up = false;
+    s->cns = NULL;
     if (s->nbd)
         tgt_exports_stop(s->nbd, cli__nbd_stopped, s);
     else
         cli__nbd_stopped(s);
+}
+
+/* The API is closed: stop the group rounds next. */
+static void cli__api_stopped(void *arg)
+{
+    cli_serve_t *s = arg;
+    s->api_up = false;
+    cns_stop(s->cns, cli__cns_stopped, s);
 }
 
 static void cli__on_signal(uv_signal_t *h, int signum)
@@ -507,7 +518,17 @@ static int cli__serve_loop(cli_serve_t *s)
     printf("tidemark: nbd on %s (exports MACHINE/DISK@SELECTOR)\n", addr);
     cli_failovers_restore(s->nbd, s->pts, s->cfg->data_dir);
 
-    rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->nbd, s->cfg->data_dir, TM_VERSION,
+    rc = cli_groups_start(&s->loop, s->ingest, s->pts, s->cfg, &s->cns, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "tidemark: groups: %s\n", err);
+        s->reported = true;
+        rc = UV_EINVAL;
+        s->stopping = true;
+        cli__api_stopped(s);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        goto out_close_loop;
+    }
+    rc = cli_api_start(&s->api, &s->loop, s->jnl, s->pts, s->ingest, s->nbd, s->cns, s->cfg->data_dir, TM_VERSION,
                        s->cfg->api, addr, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "tidemark: api: %s\n", err);

@@ -100,8 +100,10 @@ static int cli__status_print(const json_t *health, const json_t *machines, const
         cli_status_row_t r;
         cli__status_cells(m, &r);
         const json_t *conn = json_object_get(m, "connected");
+        /* a failover says more than the replication state */
+        const char *fo = json_string_value(json_object_get(json_object_get(m, "failover"), "state"));
         const char *cells[] = {json_string_value(json_object_get(m, "name")),
-                               json_string_value(json_object_get(m, "state")),
+                               fo ? fo : json_string_value(json_object_get(m, "state")),
                                json_is_true(conn) ? "connected" : "offline",
                                r.disks,
                                r.received,

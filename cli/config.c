@@ -90,6 +90,7 @@ void cli_config_free(cli_config_t *cfg)
     tm_free(cfg->tags_every);
     cfg->tags_every = NULL;
     cfg->ntags_every = cfg->tags_every_cap = 0;
+    cli_config_groups_free(cfg);
 }
 
 static void cli__fmt_size(uint64_t v, char *buf, size_t len)
@@ -414,9 +415,12 @@ static int cli__apply(cli_config_t *cfg, const char *path, const char *key, cons
     if (strcmp(key, "points.cadence") == 0)
         return cli_config_parse_ms(value, "points.cadence", PTS_MIN_CADENCE_MS, PTS_MAX_CADENCE_MS,
                                    &cfg->points_cadence_ms, err, errlen);
+    int grc = cli_config_group_key(cfg, key, value, err, errlen);
+    if (grc <= 0)
+        return grc;
     snprintf(err, errlen,
-             "unknown key '%s' (known: data, journal.segment_size, agents, api, nbd, ingest.window, ingest.budget, "
-             "ingest.handshake_timeout, points.cadence, points.retention, points.retention.MACHINE, tags.every, tags.every.MACHINE)",
+             "unknown key '%.60s' (known: data, journal.segment_size, agents, api, nbd, ingest.*, points.cadence, "
+             "points.retention[.MACHINE], tags.every[.MACHINE], group.G[.crash_every|.app_every|.hold|.app_hold])",
              key);
     return TM_EINVAL;
 }
@@ -485,6 +489,8 @@ int cli_config_load(cli_config_t *cfg, const char *path, char *err, size_t errle
     if (ferror(f)) {
         rc = -EIO;
         snprintf(err, errlen, "%s: read error", path);
+    } else if ((rc = cli_config_groups_check(cfg, why, sizeof why)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
     }
 
 out_close:

@@ -38,6 +38,15 @@
  *                         followed by s, m, h or d (default 1h, 10s to 7d),
  *                         or off
  *   tags.every.NAME       machine NAME's own period, same form
+ *   group.G               replication group G: its members, machine names
+ *                         separated by commas (a machine in one group at most)
+ *   group.G.crash_every   how often G makes a crash-consistent group point: a
+ *                         number followed by s, m, h or d (default 10s, at
+ *                         least 1s), or off
+ *   group.G.app_every     how often an app-consistent one (default 1h), or off
+ *   group.G.hold          the longest a crash round holds writes (default
+ *                         100ms, 1ms to 60s); app rounds: group.G.app_hold
+ *                         (default 10s)
  *   points.cadence        how often a crash-consistent point is cut while a
  *                         machine writes: milliseconds, or a number with s
  *                         or ms (default 1s, at least 100ms, at most 3600s)
@@ -95,7 +104,25 @@ typedef struct cli_config {
     size_t nretention, retention_cap;
     char *api;             /* owned: the API address (listen or connect) */
     char *nbd;             /* owned: where disks at points are served over NBD */
+    struct cli_group *groups; /* replication groups (config_groups.c) */
+    size_t ngroups, groups_cap;
 } cli_config_t;
+
+/* A replication group of the configuration (group.G keys). */
+typedef struct cli_group {
+    char *name;
+    char **members;
+    size_t nmembers;
+    uint64_t crash_every_ns; /* 0: default, UINT64_MAX: off */
+    uint64_t app_every_ns;
+    uint32_t hold_ms, app_hold_ms; /* 0: default */
+} cli_group_t;
+
+/* A group.* key: 0, TM_EINVAL (err says why), -ENOMEM; 1 when key is not one. */
+int cli_config_group_key(cli_config_t *cfg, const char *key, const char *value, char *err, size_t errlen);
+/* After loading: every group has members, no machine is in two. 0 or TM_EINVAL. */
+int cli_config_groups_check(const cli_config_t *cfg, char *err, size_t errlen);
+void cli_config_groups_free(cli_config_t *cfg);
 
 /* Fill in the embedded defaults. 0 or -ENOMEM. */
 int cli_config_defaults(cli_config_t *cfg);

@@ -66,7 +66,7 @@ int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errle
     return 0;
 }
 
-int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports,
+int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports, cns_t *cns,
                   const char *data_dir, const char *version, const char *addr, const char *nbd_addr, char *err,
                   size_t errlen)
 {
@@ -84,7 +84,7 @@ int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_
     }
     a->v1 = (api_v1_t){.loop = loop, .jnl = jnl, .pts = pts, .ingest = ig, .jobs = a->jobs,
                        .data_dir = data_dir, .version = version, .nbd = a->nbd[0] ? a->nbd : NULL,
-                       .exports = exports};
+                       .exports = exports, .cns = cns};
     rc = api_loopq_new(loop, &a->v1.loopq);
     if (rc) {
         snprintf(err, errlen, "cannot make the jobs' loop queue: %s", tm_strerror(rc));

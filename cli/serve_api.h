@@ -13,6 +13,7 @@
 #include "api/jobs.h"
 #include "api/token.h"
 #include "api/v1.h"
+#include "consistency/consistency.h"
 
 #define CLI_APPLIANCE_ID_FILE "appliance.id"
 
@@ -32,7 +33,7 @@ typedef struct cli_api {
 int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errlen);
 
 /* Start serving the API on addr. 0, or nonzero with err saying why. */
-int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports,
+int cli_api_start(cli_api_t *a, uv_loop_t *loop, jnl_t *jnl, pts_t *pts, ingest_t *ig, tgt_exports_t *exports, cns_t *cns,
                   const char *data_dir, const char *version, const char *addr, const char *nbd_addr, char *err,
                   size_t errlen);
 

@@ -75,6 +75,47 @@ int pts_points(pts_t *p, const char *machine, const pts_query_t *q, pts_point_t 
     return 0;
 }
 
+int pts_points_after(pts_t *p, const char *machine, uint64_t seq, size_t limit, pts_point_t **out, size_t *n)
+{
+    pts_machine_t m;
+    int rc = pts__mid(p, machine, &m);
+    if (rc)
+        return rc;
+    uint8_t lo[PTS_POINT_KEY_LEN], hi[5];
+    pts_key_point(lo, m.id, seq + 1);
+    pts_key_prefix(hi, PTS_K_POINT, m.id + 1);
+    pts_iter_t *it = pts_iter_new(pts_index(p), lo, sizeof lo, hi, sizeof hi);
+    pts_point_t *v = tm_calloc(limit ? limit : 1, sizeof *v);
+    if (!it || !v) {
+        pts_iter_free(it);
+        tm_free(v);
+        return -ENOMEM;
+    }
+    size_t cnt = 0;
+    for (pts_iter_first(it); pts_iter_valid(it) && cnt < limit; pts_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = pts_iter_key(it, &kl);
+        const uint8_t *val = pts_iter_value(it, &vl);
+        uint32_t mid;
+        uint64_t s;
+        if (pts_key_point_parse(k, kl, &mid, &s) != 0 || pts_val_point_parse(val, vl, s, &v[cnt]) != 0) {
+            rc = TM_ECORRUPT;
+            break;
+        }
+        cnt++;
+    }
+    if (rc == 0)
+        rc = pts_iter_status(it);
+    pts_iter_free(it);
+    if (rc) {
+        tm_free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
 static int pts__point_at(pts_t *p, uint32_t mid, uint64_t seq, pts_point_t *pt)
 {
     uint8_t k[PTS_POINT_KEY_LEN], v[PTS_POINT_VAL_MAX];

@@ -171,6 +171,10 @@ typedef struct pts_query {
 /* *out (tm_free it), *n. 0, TM_ENOTFOUND (unknown machine), -ENOMEM. */
 int pts_points(pts_t *p, const char *machine, const pts_query_t *q, pts_point_t **out, size_t *n);
 
+/* The first points after seq (oldest first, at most limit): *out (tm_free
+ * it), *n. 0, TM_ENOTFOUND (unknown machine), -ENOMEM. */
+int pts_points_after(pts_t *p, const char *machine, uint64_t seq, size_t limit, pts_point_t **out, size_t *n);
+
 /*
  * Resolve a selector other than `latest` (which needs pts_cut_latest):
  * latest-processed, latest-app, a point id (decimal), @TIME (RFC 3339).

@@ -81,8 +81,8 @@ static int tgt__parse_name(const char *name, tgt_open_job_t *j)
     }
     if (sl > TGT_MAX_SELECTOR) {
         snprintf(j->msg, sizeof j->msg,
-                 "the selector of '%s' is not a point selector: use latest, latest-processed, latest-app, a point id "
-                 "or @TIME",
+                 "the selector of '%s' is not a point selector (too long): use latest, latest-processed, "
+                 "latest-app, latest-multivm-processed, latest-multivm-app, a point id or @TIME",
                  name);
         return -EINVAL;
     }
@@ -165,8 +165,7 @@ static void tgt__open_work(tgt_job_t *job)
  * client that splits a copy over connections (nbdcopy) mixes points. */
 static bool tgt__moving(const char *selector)
 {
-    return strcmp(selector, "latest") == 0 || strcmp(selector, "latest-processed") == 0 ||
-           strcmp(selector, "latest-app") == 0;
+    return strncmp(selector, "latest", 6) == 0; /* latest, latest-processed, latest-app, latest-multivm-* */
 }
 
 static tgt_export_t *tgt__find(tgt_exports_t *x, uint32_t mid, uint16_t disk, uint64_t seq)
