@@ -34,6 +34,7 @@ static void agent_usage(FILE *out)
           "  CMD; TIDEMARK_TAG_NAME and TIDEMARK_TAG_ID set), holds new writes until\n"
           "  the tag is in the stream, runs the post-script, then lets them go on; a\n"
           "  failed pre-script means no app tag. Each script is killed after SECONDS (60).\n"
+          "  The same scripts run for the app-consistent rounds of a replication group.\n"
           "  ADDR is HOST:PORT or [IPv6]:PORT; the secret file holds the 64 hex\n"
           "  characters `tidemark machine add NAME` printed.\n",
           out);
