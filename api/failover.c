@@ -488,16 +488,44 @@ static void fo_run_commit(api_job_t *j, void *arg)
 
 /* ---- the request ------------------------------------------------------------------------ */
 
-/* machines: "machine" (a string) or "machines" (an array of them). */
+static bool fo_machine_list(api_v1_t *a, tm_http_req_t *req, json_t *one, json_t *many, fo_job_t *f);
+
+/* machines: "machine" (a string), "machines" (an array of them), or
+ * "group" (a replication group: its members). */
 static bool fo_machines(api_v1_t *a, tm_http_req_t *req, json_t *body, fo_job_t *f)
 {
     json_t *one = json_object_get(body, "machine"), *many = json_object_get(body, "machines");
-    if ((one && many) || (!one && !many) || (one && !json_is_string(one)) ||
+    json_t *group = json_object_get(body, "group"), *members = NULL;
+    if (group && !one && !many) {
+        json_t *g = json_is_string(group) && a->cns ? cns_group_json(a->cns, json_string_value(group)) : NULL;
+        if (!g) {
+            tm_http_reply_error(req, json_is_string(group) ? 404 : 400,
+                                json_is_string(group) ? "unknown-group" : "bad-request",
+                                json_is_string(group) ? "there is no replication group '%s' on this appliance"
+                                                      : "\"group\" must be a group's name%s",
+                                json_is_string(group) ? json_string_value(group) : "");
+            return false;
+        }
+        members = json_incref(json_object_get(g, "members"));
+        json_decref(g);
+        many = members;
+    }
+    if ((one && many) || (!one && !many) || (group && (one || members != many)) || (one && !json_is_string(one)) ||
         (many && (!json_is_array(many) || json_array_size(many) == 0))) {
+        json_decref(members);
         tm_http_reply_error(req, 400, "bad-request",
-                            "the job needs \"machine\" (a name) or \"machines\" (a non-empty array of names)");
+                            "the job needs one of \"machine\" (a name), \"machines\" (a non-empty array of names) "
+                            "or \"group\" (a replication group's name)");
         return false;
     }
+    bool ok = fo_machine_list(a, req, one, many, f);
+    json_decref(members);
+    return ok;
+}
+
+/* The job's machines from one name or an array of them. */
+static bool fo_machine_list(api_v1_t *a, tm_http_req_t *req, json_t *one, json_t *many, fo_job_t *f)
+{
     size_t n = one ? 1 : json_array_size(many);
     if (n > 4096) {
         tm_http_reply_error(req, 400, "bad-request", "at most 4096 machines per job");

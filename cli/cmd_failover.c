@@ -33,18 +33,22 @@ typedef struct cli_fo_args {
     int nmachines;
     const char *point;
     const char *out;
+    const char *group;
     bool test, planned, shutdown, json;
 } cli_fo_args_t;
 
 static void cli__fo_usage(const char *cmd, FILE *out)
 {
     if (strcmp(cmd, "failover") == 0)
-        fputs("usage: tidemark failover MACHINE... --point SELECTOR [--shutdown] [--out DIR] [--json]\n"
-              "       tidemark failover MACHINE... --planned [--out DIR] [--json]\n"
+        fputs("usage: tidemark failover MACHINE...|--group G --point SELECTOR [--shutdown] [--out DIR] [--json]\n"
+              "       tidemark failover MACHINE...|--group G --planned [--out DIR] [--json]\n"
               "       tidemark failover MACHINE --point SELECTOR --test [--json]\n"
               "  fail MACHINE over: its disks are served at once, writable, as\n"
               "  nbd://NBD/MACHINE/DISK@failover at the point\n"
-              "  --point SELECTOR  latest, latest-processed, latest-app, a point id, or @TIME\n"
+              "  --point SELECTOR  latest, latest-processed, latest-app, latest-multivm-processed,\n"
+              "                    latest-multivm-app, a point id, or @TIME\n"
+              "  --group G         every member of replication group G (with a latest-multivm\n"
+              "                    selector, all at their newest common group point)\n"
               "  --shutdown        stop the source first (its agent takes no more writes and\n"
               "                    sends what it holds); the failover goes on if it cannot\n"
               "  --planned         stop the source, send everything, fail over to its final\n"
@@ -91,6 +95,8 @@ static int cli__fo_parse(int argc, char **argv, cli_fo_args_t *a, cli_api_flags_
             fprintf(stderr, "tidemark: %s: --point needs a value\n", a->cmd);
         if (m == 0 && is_fo && (m = cli_opt_value(argc, argv, &i, "--out", &a->out)) < 0)
             fprintf(stderr, "tidemark: %s: --out needs a value\n", a->cmd);
+        if (m == 0 && is_fo && (m = cli_opt_value(argc, argv, &i, "--group", &a->group)) < 0)
+            fprintf(stderr, "tidemark: %s: --group needs a value\n", a->cmd);
         if (m < 0)
             return CLI_EXIT_USAGE;
         if (m > 0)
@@ -106,8 +112,12 @@ static int cli__fo_parse(int argc, char **argv, cli_fo_args_t *a, cli_api_flags_
         a->machines[a->nmachines++] = arg;
     }
     const char *bad = NULL;
-    if (a->nmachines == 0)
-        bad = "which machine? (a MACHINE is needed)";
+    if (a->nmachines == 0 && !a->group)
+        bad = "which machine? (a MACHINE, or --group G, is needed)";
+    else if (a->nmachines && a->group)
+        bad = "name machines or --group, not both";
+    else if (a->group && a->test)
+        bad = "--test takes one machine, not a group";
     else if ((is_cp || (is_fo && !a->planned)) && !a->point)
         bad = "which point? (--point SELECTOR is needed)";
     else if (a->planned && a->point)
@@ -132,6 +142,9 @@ static json_t *cli__fo_request(const cli_fo_args_t *a, const char *out_abs)
         return NULL;
     if (a->test) {
         if (json_object_set_new(body, "machine", json_string(a->machines[0])) != 0)
+            goto fail;
+    } else if (a->group) {
+        if (json_object_set_new(body, "group", json_string(a->group)) != 0)
             goto fail;
     } else {
         json_t *ms = json_array();
@@ -228,8 +241,10 @@ static int cli__fo_run(const char *cmd, int argc, char **argv)
         goto out;
     }
     if (!a.json)
-        fprintf(stderr, "tidemark: job %s: %s of %d machine%s\n", id, cli__s(json_object_get(created, "job"),
-                "action", cmd), a.nmachines, a.nmachines == 1 ? "" : "s");
+        fprintf(stderr, "tidemark: job %s: %s of %zu machine%s\n", id,
+                cli__s(json_object_get(created, "job"), "action", cmd),
+                json_array_size(json_object_get(json_object_get(created, "job"), "machines")),
+                json_array_size(json_object_get(json_object_get(created, "job"), "machines")) == 1 ? "" : "s");
     if ((status = cli_job_watch(api, id, a.json, cmd, &final)) != 0)
         goto out;
     const json_t *job = json_object_get(final, "job");

@@ -107,6 +107,40 @@ Test(groups, rounds_make_group_points_and_a_missing_member_aborts_one)
                      "shop");
     json_decref(ms);
 
+    /* fail the whole group over to its newest common group point */
+    static at_child_t fo;
+    at_spawn(&fo, (const char *[]){"failover", "--group", "shop", "--point", "latest-multivm-processed", "--json",
+                                   "--api", ct_api, "--data", data, NULL});
+    cr_assert_eq(at_finish(&fo, WAIT_MS), 0, "%s\n%s", fo.out, fo.err);
+    const char *last_line = strrchr(fo.out, '{') ? fo.out : "";
+    while (strchr(last_line, '\n') && strchr(last_line, '\n')[1])
+        last_line = strchr(last_line, '\n') + 1;
+    json_t *job = json_loads(last_line, 0, NULL);
+    cr_assert_not_null(job, "%s", fo.out);
+    const json_t *jms = json_object_get(json_object_get(job, "job"), "machines");
+    cr_assert_eq(json_array_size(jms), 2, "%s", fo.out);
+    json_t *gp2 = ct_get_ok("/v1/groups/shop/points?limit=50");
+    for (size_t m = 0; m < 2; m++) {
+        const json_t *jm = json_array_get(jms, m);
+        cr_assert_str_eq(json_string_value(json_object_get(jm, "state")), "succeeded");
+        const char *pid = json_string_value(json_object_get(json_object_get(jm, "point"), "id"));
+        const char *mname = json_string_value(json_object_get(jm, "machine"));
+        /* the two points are one group point's members */
+        bool found = false;
+        for (size_t i = 0; i < json_array_size(json_object_get(gp2, "points")) && !found; i++) {
+            const json_t *ms2 = json_object_get(json_array_get(json_object_get(gp2, "points"), i), "members");
+            for (size_t k = 0; k < json_array_size(ms2); k++) {
+                const json_t *mm = json_array_get(ms2, k);
+                found |= strcmp(json_string_value(json_object_get(mm, "machine")), mname) == 0 &&
+                         strcmp(json_string_value(json_object_get(mm, "point")), pid) == 0;
+            }
+        }
+        cr_assert(found, "%s failed over to point %s, which is in no group point", mname, pid);
+    }
+    json_decref(gp2);
+    json_decref(job);
+    at_child_free(&fo);
+
     /* m2's agent is gone: the next rounds abort, naming it; m1 streams on */
     at_kill(&a2, SIGKILL);
     at_finish(&a2, WAIT_MS);

@@ -34,7 +34,7 @@
 TestSuite(failover, .init = at_setup, .fini = at_teardown, .timeout = 300);
 
 typedef struct fx {
-    const char *data;
+    char data[PATH_MAX]; /* a copy: at_path's buffers are reused */
     at_child_t srv;
     char agents[64], api[64], nbd[64];
 } fx_t;
@@ -113,8 +113,9 @@ static void qemu_io_ok(const char *url, const char *const *cmds)
 /* The whole export into a buffer (qemu-img convert to a file). */
 static uint8_t *read_export(const fx_t *f, const char *name)
 {
-    char uri[256];
-    const char *out = at_path("export.raw");
+    char uri[256], out[PATH_MAX + 16];
+    /* not at_path: its few buffers are reused, and the tests keep some */
+    snprintf(out, sizeof out, "%s/export.raw", at_dir);
     snprintf(uri, sizeof uri, "nbd://%s/%s", f->nbd, name);
     unlink(out);
     static at_child_t c;
@@ -210,7 +211,8 @@ static uint8_t *read_latest(const fx_t *f, const char *machine)
 Test(failover, failover_change_point_restart_and_commit)
 {
     static fx_t f;
-    f = (fx_t){.data = at_path("data")};
+    memset(&f, 0, sizeof f);
+    snprintf(f.data, sizeof f.data, "%s", at_path("data"));
     const char *secret = at_path("secret"), *img = at_path("disk.img");
     char url[128];
     static at_child_t tap;
@@ -303,7 +305,8 @@ Test(failover, failover_change_point_restart_and_commit)
 Test(failover, planned_failover_is_byte_identical)
 {
     static fx_t f;
-    f = (fx_t){.data = at_path("data")};
+    memset(&f, 0, sizeof f);
+    snprintf(f.data, sizeof f.data, "%s", at_path("data"));
     const char *secret = at_path("secret"), *img = at_path("disk.img");
     char url[128];
     static at_child_t tap;
@@ -360,7 +363,8 @@ Test(failover, planned_failover_is_byte_identical)
 Test(failover, a_cancelled_planned_failover_leaves_the_machine_replicating)
 {
     static fx_t f;
-    f = (fx_t){.data = at_path("data")};
+    memset(&f, 0, sizeof f);
+    snprintf(f.data, sizeof f.data, "%s", at_path("data"));
     const char *secret = at_path("secret"), *img = at_path("disk.img");
     char url[128];
     static at_child_t tap;
@@ -414,7 +418,8 @@ Test(failover, a_cancelled_planned_failover_leaves_the_machine_replicating)
 Test(failover, exports_at_several_selectors_equal_the_source_as_it_was)
 {
     static fx_t f;
-    f = (fx_t){.data = at_path("data")};
+    memset(&f, 0, sizeof f);
+    snprintf(f.data, sizeof f.data, "%s", at_path("data"));
     const char *secret = at_path("secret"), *img = at_path("disk.img");
     char url[128];
     static at_child_t tap;
@@ -459,6 +464,24 @@ Test(failover, exports_at_several_selectors_equal_the_source_as_it_was)
     }
     uint8_t *got = read_export(&f, "vm4/d0@latest-processed");
     assert_same(got, then[N - 1], "latest-processed against the image now");
+    tm_free(got);
+
+    /* a job over two machines, one of which cannot fail over (it never sent
+     * anything): the other one does, and each is reported */
+    at_machine_add(f.data, "idle", at_path("idle.secret"));
+    json_t *j;
+    int code = cli_json(&f, (const char *[]){"failover", "vm4", "idle", "--point", "latest-processed", NULL}, &j, NULL);
+    cr_assert_eq(code, 1, "%s", j ? json_dumps(j, 0) : "no JSON");
+    const json_t *jms = json_object_get(json_object_get(j, "job"), "machines");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(jms, 0), "state")), "succeeded", "%s",
+                     json_dumps(j, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(jms, 1), "state")), "failed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(jms, 1), "error"), "code")),
+                     "unknown-machine", "%s", json_dumps(j, 0));
+    cr_assert_str_eq(jstr(j, "job", "state"), "failed");
+    json_decref(j);
+    got = read_export(&f, "vm4/d0@failover");
+    assert_same(got, then[N - 1], "vm4 failed over beside a machine that could not");
     tm_free(got);
     for (int k = 0; k < N; k++)
         tm_free(then[k]);
