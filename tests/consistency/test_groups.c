@@ -4,8 +4,8 @@
  * each, the API (libcurl). Rounds on the group's cadence and on request
  * become group points (each member's point marked multi-VM, the
  * latest-multivm selectors naming them); a member whose agent is gone
- * makes its round abort with a reason naming it, and the other member
- * keeps streaming; a group naming a machine the appliance does not have
+ * makes its round abort with a reason naming it, the other member keeps
+ * streaming, and rounds record again once it is back; a group naming a machine the appliance does not have
  * stops serve with a clear message.
  */
 #include <criterion/criterion.h>
@@ -154,8 +154,16 @@ Test(groups, rounds_make_group_points_and_a_missing_member_aborts_one)
     cr_assert(reason && strstr(reason, "m2"), "%s", json_dumps(last, 0));
     json_decref(g);
     cr_assert(a1.pid > 0, "m1's agent stopped");
+    /* m2 is back: rounds make group points again */
+    json_int_t recorded = rounds("recorded");
+    start_replay(&a2, agents, "m2", s2, 2);
+    for (int i = 0; i < 600 && rounds("recorded") <= recorded; i++)
+        usleep(100 * 1000);
+    cr_assert_gt(rounds("recorded"), recorded, "no group point after m2 came back");
     at_kill(&a1, SIGKILL);
     at_finish(&a1, WAIT_MS);
+    at_kill(&a2, SIGKILL);
+    at_finish(&a2, WAIT_MS);
     kill(srv.pid, SIGTERM);
     cr_assert_eq(at_finish(&srv, WAIT_MS), 0, "%s", srv.err);
 }
