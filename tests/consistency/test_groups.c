@@ -156,6 +156,7 @@ Test(groups, rounds_make_group_points_and_a_missing_member_aborts_one)
     cr_assert(a1.pid > 0, "m1's agent stopped");
     /* m2 is back: rounds make group points again */
     json_int_t recorded = rounds("recorded");
+    at_child_free(&a2);
     start_replay(&a2, agents, "m2", s2, 2);
     for (int i = 0; i < 600 && rounds("recorded") <= recorded; i++)
         usleep(100 * 1000);
@@ -180,6 +181,7 @@ Test(groups, a_group_with_a_machine_the_appliance_does_not_have_is_refused)
     int code = at_finish(&bad, WAIT_MS);
     cr_assert_neq(code, 0);
     cr_assert(strstr(bad.err, "group shop: machine elsewhere is not on this appliance"), "%s", bad.err);
+    at_child_free(&bad);
     f = fopen(conf, "w");
     fprintf(f, "group.a = m1\ngroup.b = m1\n");
     fclose(f);
@@ -187,4 +189,5 @@ Test(groups, a_group_with_a_machine_the_appliance_does_not_have_is_refused)
     code = at_finish(&bad, WAIT_MS);
     cr_assert_neq(code, 0);
     cr_assert(strstr(bad.err, "machine m1 is in two groups"), "%s", bad.err);
+    at_child_free(&bad);
 }
