@@ -96,6 +96,17 @@ int bj_prewarm_in(const char *tmpdir, uint64_t bytes, const bj_pool_t *pool);
  * malformed or zero. */
 bool bj_parse_size(const char *s, uint64_t *out);
 /* A comma-separated list of sizes, at most max of them, into out. */
+/* Write back dirty pages, then drop clean caches (root only). true when it worked. */
+bool bj_drop_caches(void);
+/* Free bytes for an unprivileged writer of the file system holding path; 0 on error. */
+uint64_t bj_free_bytes(const char *path);
+/* True when path is on a tmpfs (figures would mean nothing for a disk). */
+bool bj_on_tmpfs(const char *path);
+/* Peak resident set of this process, KiB. */
+long bj_peak_rss_kib(void);
+/* A decimal number in [lo, hi] (no sign, nothing after it). */
+bool bj_parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
+
 bool bj_parse_list(const char *arg, uint64_t *out, unsigned max, unsigned *n);
 
 #endif

@@ -107,16 +107,6 @@ static void bp__usage(FILE *f)
 enum { BP_O_MIB = 256, BP_O_LATEST, BP_O_SIZE, BP_O_CHANGED, BP_O_RUNS, BP_O_PARTS, BP_O_DIR, BP_O_INFLIGHT,
        BP_O_BREC, BP_O_BDATA, BP_O_PDISK, BP_O_SEED, BP_O_NODROP, BP_O_NOWARM };
 
-static bool bp__parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
 
 static bool bp__parse_parts(const char *arg, bp_opts_t *o)
 {
@@ -179,12 +169,12 @@ static int bp__parse_opts(int argc, char **argv, bp_opts_t *o)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case BP_O_MIB:
-            if (!bp__parse_uint(optarg, 1, 1u << 20, &o->mib))
+            if (!bj_parse_uint(optarg, 1, 1u << 20, &o->mib))
                 goto bad;
             set_mib = true;
             break;
         case BP_O_LATEST:
-            if (!bp__parse_uint(optarg, 1, 1u << 20, &o->latest_mib))
+            if (!bj_parse_uint(optarg, 1, 1u << 20, &o->latest_mib))
                 goto bad;
             set_latest = true;
             break;
@@ -200,7 +190,7 @@ static int bp__parse_opts(int argc, char **argv, bp_opts_t *o)
                 goto bad;
             break;
         case BP_O_RUNS:
-            if (!bp__parse_uint(optarg, 1, BP_MAX_RUNS, &v))
+            if (!bj_parse_uint(optarg, 1, BP_MAX_RUNS, &v))
                 goto bad;
             o->runs = (unsigned)v;
             break;
@@ -212,12 +202,12 @@ static int bp__parse_opts(int argc, char **argv, bp_opts_t *o)
             o->dir = optarg;
             break;
         case BP_O_INFLIGHT:
-            if (!bp__parse_uint(optarg, 1, 4096, &v))
+            if (!bj_parse_uint(optarg, 1, 4096, &v))
                 goto bad;
             o->inflight = (unsigned)v;
             break;
         case BP_O_BREC:
-            if (!bp__parse_uint(optarg, 1, WIRE_MAX_BATCH_RECORDS, &o->batch_records))
+            if (!bj_parse_uint(optarg, 1, WIRE_MAX_BATCH_RECORDS, &o->batch_records))
                 goto bad;
             break;
         case BP_O_BDATA:
@@ -229,7 +219,7 @@ static int bp__parse_opts(int argc, char **argv, bp_opts_t *o)
                 goto bad;
             break;
         case BP_O_SEED:
-            if (!bp__parse_uint(optarg, 0, UINT64_MAX, &o->seed))
+            if (!bj_parse_uint(optarg, 0, UINT64_MAX, &o->seed))
                 goto bad;
             set_seed = true;
             break;
@@ -654,7 +644,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_points: cannot make a folder in %s: %s\n", o.dir, strerror(errno));
         return 1;
     }
-    uint64_t need = bp__space_needed(&o), have = bp_free_bytes(tmpdir);
+    uint64_t need = bp__space_needed(&o), have = bj_free_bytes(tmpdir);
     if (have < need) {
         fprintf(stderr,
                 "bench_points: not enough free space in %s: these sizes need about %.1f GiB, there are %.1f GiB "
@@ -663,7 +653,7 @@ int main(int argc, char **argv)
         rmdir(tmpdir);
         return 1;
     }
-    if (bp_on_tmpfs(tmpdir))
+    if (bj_on_tmpfs(tmpdir))
         fprintf(stderr, "bench_points: warning: %s is a tmpfs: the figures say nothing about a disk\n", o.dir);
     fprintf(stderr, "bench_points: scratch %s (%.1f GiB free, about %.1f GiB needed), seed %" PRIu64 "\n", tmpdir,
             (double)have / (1u << 30), (double)need / (1u << 30), o.seed);
@@ -696,7 +686,7 @@ int main(int argc, char **argv)
         goto out;
     }
     fflush(stderr);
-    bp__print(&o, all, bp_peak_rss_kib(), caches);
+    bp__print(&o, all, bj_peak_rss_kib(), caches);
     rc = 0;
 out:
     tm_free(all);

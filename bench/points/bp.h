@@ -157,14 +157,6 @@ int bp_run(char *const argv[], bool quiet, double *secs);
 int bp_fsync_path(const char *path, double *secs);
 /* Bytes the file at path takes on disk (st_blocks * 512); 0 on error. */
 uint64_t bp_allocated(const char *path);
-/* Write back dirty pages, then drop clean caches (root only). true when it worked. */
-bool bp_drop_caches(void);
-/* Free bytes for an unprivileged writer of the filesystem holding path; 0 on error. */
-uint64_t bp_free_bytes(const char *path);
-/* True when path is on a tmpfs (figures would mean nothing for a disk). */
-bool bp_on_tmpfs(const char *path);
-/* Peak resident set of this process, KiB. */
-long bp_peak_rss_kib(void);
 /* CPU seconds (user + system) this process used so far, all threads. */
 double bp_cpu_secs(void);
 

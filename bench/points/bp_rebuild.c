@@ -332,7 +332,7 @@ int bp_rebuild_prepare(const bp_rebuild_cfg_t *cfg, bp_rebuild_t **out, bp_rebui
     su->sources_s = (double)(tm_mono_ns() - t0) / 1e9;
     if ((rc = bp__make_chain(r, su)) != 0)
         goto fail;
-    su->caches_dropped = cfg->drop_caches && bp_drop_caches();
+    su->caches_dropped = cfg->drop_caches && bj_drop_caches();
     *out = r;
     return 0;
 fail:
@@ -435,7 +435,7 @@ out:
 /* The same start for every timed rebuild (see the top of the file). */
 static int bp__settle(bp_rebuild_t *r, bool drop, const bj_pool_t *warm)
 {
-    if (drop && !bp_drop_caches()) {
+    if (drop && !bj_drop_caches()) {
         fprintf(stderr, "bench_points: dropping the page cache stopped working\n");
         return -EPERM;
     }

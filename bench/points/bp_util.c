@@ -14,9 +14,6 @@
 
 #include "base/clock.h"
 
-#ifndef TMPFS_MAGIC
-#define TMPFS_MAGIC 0x01021994
-#endif
 
 int bp_run(char *const argv[], bool quiet, double *secs)
 {
@@ -83,38 +80,9 @@ uint64_t bp_allocated(const char *path)
     return (uint64_t)st.st_blocks * 512u;
 }
 
-bool bp_drop_caches(void)
-{
-    /* Dirty pages first: drop_caches only drops clean ones. */
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, "3\n", 2) == 2;
-    close(fd);
-    return ok;
-}
 
-uint64_t bp_free_bytes(const char *path)
-{
-    struct statvfs sv;
-    if (statvfs(path, &sv) != 0)
-        return 0;
-    return (uint64_t)sv.f_bavail * sv.f_frsize;
-}
 
-bool bp_on_tmpfs(const char *path)
-{
-    struct statfs sf;
-    return statfs(path, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
-}
 
-long bp_peak_rss_kib(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
-}
 
 double bp_cpu_secs(void)
 {

@@ -136,16 +136,6 @@ static void bt__usage(FILE *f)
 enum { BT_O_SIZE = 256, BT_O_CHANGED, BT_O_WSIZE, BT_O_ROUNDS, BT_O_RREADS, BT_O_QD, BT_O_SEQQD, BT_O_PARTS, BT_O_DIR,
        BT_O_SEED, BT_O_NODROP, BT_O_NOWARM };
 
-static bool bt__parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
 
 static bool bt__parse_parts(const char *arg, bt_opts_t *o)
 {
@@ -221,22 +211,22 @@ static int bt__parse_opts(int argc, char **argv, bt_opts_t *o)
                 goto bad;
             break;
         case BT_O_ROUNDS:
-            if (!bt__parse_uint(optarg, 1, BT_MAX_ROUNDS, &v))
+            if (!bj_parse_uint(optarg, 1, BT_MAX_ROUNDS, &v))
                 goto bad;
             o->rounds = (unsigned)v;
             break;
         case BT_O_RREADS:
-            if (!bt__parse_uint(optarg, 1, 100000000, &o->rand_reads))
+            if (!bj_parse_uint(optarg, 1, 100000000, &o->rand_reads))
                 goto bad;
             set_reads = true;
             break;
         case BT_O_QD:
-            if (!bt__parse_uint(optarg, 1, 256, &v))
+            if (!bj_parse_uint(optarg, 1, 256, &v))
                 goto bad;
             o->qd = (unsigned)v;
             break;
         case BT_O_SEQQD:
-            if (!bt__parse_uint(optarg, 1, 256, &v))
+            if (!bj_parse_uint(optarg, 1, 256, &v))
                 goto bad;
             o->seq_qd = (unsigned)v;
             break;
@@ -248,7 +238,7 @@ static int bt__parse_opts(int argc, char **argv, bt_opts_t *o)
             o->dir = optarg;
             break;
         case BT_O_SEED:
-            if (!bt__parse_uint(optarg, 0, UINT64_MAX, &o->seed))
+            if (!bj_parse_uint(optarg, 0, UINT64_MAX, &o->seed))
                 goto bad;
             set_seed = true;
             break;
@@ -323,7 +313,7 @@ static double bt__qemu_cpu(const bt_qemu_t *q)
 /* The same start for every timed pass. */
 static int bt__settle(bt_run_t *b)
 {
-    if (b->caches_dropped && !bt_drop_caches()) {
+    if (b->caches_dropped && !bj_drop_caches()) {
         fprintf(stderr, "bench_target: dropping the page cache stopped working\n");
         return -EPERM;
     }
@@ -697,7 +687,7 @@ static int bt__run(bt_run_t *b)
     fprintf(stderr, "  servers: tidemark on 127.0.0.1:%d, qemu-nbd on 127.0.0.1:%d, export %s\n", b->port[BT_TM],
             b->port[BT_QEMU], b->name[BT_TM]);
 
-    b->caches_dropped = o->drop_caches && bt_drop_caches();
+    b->caches_dropped = o->drop_caches && bj_drop_caches();
     if (o->drop_caches && !b->caches_dropped)
         fprintf(stderr, "bench_target: cannot drop the page cache (not root?): every pass reads a warm cache\n");
     for (unsigned k = 0; k < o->rounds; k++) {
@@ -771,7 +761,7 @@ int main(int argc, char **argv)
         tm_free(b);
         return 1;
     }
-    uint64_t need = bt__space_needed(o), have = bt_free_bytes(b->tmpdir);
+    uint64_t need = bt__space_needed(o), have = bj_free_bytes(b->tmpdir);
     if (have < need) {
         fprintf(stderr,
                 "bench_target: not enough free space in %s: a %.1f GiB disk needs about %.1f GiB, there are "
@@ -781,7 +771,7 @@ int main(int argc, char **argv)
         tm_free(b);
         return 1;
     }
-    if (bt_on_tmpfs(b->tmpdir))
+    if (bj_on_tmpfs(b->tmpdir))
         fprintf(stderr, "bench_target: warning: %s is a tmpfs: the figures say nothing about a disk\n", o->dir);
     fprintf(stderr, "bench_target: scratch %s (%.1f GiB free, about %.1f GiB needed), seed %" PRIu64 "\n",
             b->tmpdir, (double)have / (1u << 30), (double)need / (1u << 30), o->seed);
@@ -799,7 +789,7 @@ int main(int argc, char **argv)
     rc = bt__run(b);
     if (rc == 0)
         fflush(stderr);
-    long rss = bt_peak_rss_kib();
+    long rss = bj_peak_rss_kib();
     if (rc == 0)
         bt__print(b, rss);
     bt__teardown(b);

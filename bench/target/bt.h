@@ -168,14 +168,6 @@ void bt_qemu_stop(bt_qemu_t *q);
 
 /* ---- helpers (bt_util.c) ----------------------------------------------- */
 
-/* Write back dirty pages, then drop clean caches (root only). true when it worked. */
-bool bt_drop_caches(void);
-/* Free bytes for an unprivileged writer of the filesystem holding path; 0 on error. */
-uint64_t bt_free_bytes(const char *path);
-/* True when path is on a tmpfs (figures would mean nothing for a disk). */
-bool bt_on_tmpfs(const char *path);
-/* Peak resident set of this process, KiB. */
-long bt_peak_rss_kib(void);
 /* CPU seconds of this process's threads so far, by job: the benchmark's
  * main thread (the NBD client), the exports' read threads (tm-nbd-read),
  * and every other thread (the exports' loop, the journal, the points

@@ -179,7 +179,7 @@ int bt_failover_first_byte(const char *dir, uint64_t off, bt_fo_t *out, char *er
     if (!(j = bt__http(&h, "/v1/health", NULL, err, errlen)))
         goto out;
     json_decref(j);
-    bt_drop_caches();
+    bj_drop_caches();
 
     uint64_t t0 = tm_mono_ns();
     j = bt__http(&h, "/v1/jobs",

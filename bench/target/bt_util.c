@@ -13,42 +13,10 @@
 
 #include "base/mem.h"
 
-#ifndef TMPFS_MAGIC
-#define TMPFS_MAGIC 0x01021994
-#endif
 
-bool bt_drop_caches(void)
-{
-    /* Dirty pages first: drop_caches only drops clean ones. */
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, "3\n", 2) == 2;
-    close(fd);
-    return ok;
-}
 
-uint64_t bt_free_bytes(const char *path)
-{
-    struct statvfs sv;
-    if (statvfs(path, &sv) != 0)
-        return 0;
-    return (uint64_t)sv.f_bavail * sv.f_frsize;
-}
 
-bool bt_on_tmpfs(const char *path)
-{
-    struct statfs sf;
-    return statfs(path, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
-}
 
-long bt_peak_rss_kib(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
-}
 
 /* utime + stime of one thread, seconds; its name in comm. */
 static double bt__task_cpu(const char *tid, char *comm, size_t len)
