@@ -217,10 +217,11 @@ static void fo_failover_step(api_job_t *j, fo_job_t *f, size_t i)
     fo_machine_t *m = &f->ms[i];
     api_job_step(j, i, S_FAILOVER, API_STEP_RUNNING, NULL);
     bool planned = strcmp(f->action, "planned-failover") == 0;
-    if (planned || m->have_point) {
-        /* the final tag's point: everything the source wrote */
-        m->point.kind = PTS_KIND_CRASH;
-    } else {
+    /* planned: the final tag's point, everything the source wrote (found
+     * by the shutdown step). A failover that shut its source down first
+     * still goes to the point it asked for: after the drain, `latest` is
+     * that same final point, and latest-app is the newest app point. */
+    if (!planned) {
         char why[256];
         int rc = fo_resolve(f, m->name, f->selector, &m->point, why, sizeof why);
         if (rc) {
