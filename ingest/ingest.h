@@ -11,6 +11,7 @@
 #ifndef TM_INGEST_H
 #define TM_INGEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -176,6 +177,10 @@ int ingest_machine_at(const ingest_t *ig, size_t i, ingest_machine_info_t *out);
 
 /* One machine by name: 0, or TM_ENOTFOUND when ingest does not know it. */
 int ingest_machine_state(const ingest_t *ig, const char *name, ingest_machine_info_t *out);
+
+/* Whether name is a machine of this appliance: registered (DATA/machines.conf,
+ * read again when it changed) or known from its data. On the loop. */
+bool ingest_machine_known(ingest_t *ig, const char *name);
 
 /*
  * Ask a machine's agent for a tag: TAG_REQUEST (tag_kind WIRE_TAG_CRASH or

@@ -168,6 +168,12 @@ const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name)
     return ingest_registry_find(&ig->reg, name);
 }
 
+bool ingest_machine_known(ingest_t *ig, const char *name)
+{
+    ingest_machine_info_t mi;
+    return ingest_machine_state(ig, name, &mi) == 0 || ig_registry_lookup(ig, name) != NULL;
+}
+
 static void ig__on_hello(ig_conn_t *c)
 {
     ingest_t *ig = c->ig;
