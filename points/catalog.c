@@ -164,7 +164,10 @@ static int pts__latest_multivm(pts_t *p, const pts_machine_t *m, bool app, pts_p
         *out = m->latest;
         return 0;
     }
-    /* newest first; a few rounds at most are partial at any time */
+    /* newest first; a few rounds at most are partial at any time. Only a
+     * group point of every member the group has now will do: after a
+     * change of members every member then lands on the same round (one
+     * made before a member left still covers the rest). */
     pts_group_point_t *v;
     size_t n;
     int rc = pts_group_points(p, group, 0, &v, &n);
@@ -172,7 +175,7 @@ static int pts__latest_multivm(pts_t *p, const pts_machine_t *m, bool app, pts_p
         return rc;
     rc = TM_ENOPOINT;
     for (size_t i = 0; i < n && rc == TM_ENOPOINT; i++) {
-        if (!v[i].whole || (app && v[i].kind != PTS_KIND_APP))
+        if (!v[i].whole || (app && v[i].kind != PTS_KIND_APP) || !pts__group_covers(p, group, &v[i]))
             continue;
         for (size_t k = 0; k < v[i].nmembers; k++) {
             if (strcmp(v[i].members[k].machine, m->name) == 0) {

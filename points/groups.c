@@ -74,6 +74,22 @@ int pts_machine_group(pts_t *p, const char *machine, char *buf, size_t len)
     return rc;
 }
 
+bool pts__group_covers(pts_t *p, const char *group, const pts_group_point_t *gp)
+{
+    bool ok = true;
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->ngroup_of && ok; i++) {
+        if (strcmp(p->group_of[2 * i + 1], group) != 0)
+            continue;
+        bool in = false;
+        for (size_t k = 0; k < gp->nmembers && !in; k++)
+            in = strcmp(gp->members[k].machine, p->group_of[2 * i]) == 0;
+        ok = in;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
 /* ---- keys ------------------------------------------------------------------------ */
 
 /* "G" u8 len name [u64 round]: the group's prefix (n = 2 + len) or a key. */

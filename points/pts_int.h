@@ -125,6 +125,8 @@ int pts__load_failovers(pts_t *p, char *err, size_t errlen);
 /* Forget group points some member's point of which is gone (groups.c). Under wmu. */
 int pts__groups_retain(pts_t *p);
 void pts__groups_free(pts_t *p);
+/* Whether group point gp holds every machine now in group (pts_set_groups). */
+bool pts__group_covers(pts_t *p, const char *group, const pts_group_point_t *gp);
 
 /* Load everything from the index at open (load.c). */
 int pts__load(pts_t *p, char *err, size_t errlen);

@@ -159,3 +159,66 @@ Test(points_groups, group_points_selectors_and_retention)
     pm_free(&c);
     tmt_rmtree(f.dir);
 }
+
+/* After a change of members every member's multi-VM point is of one
+ * round: a member that joins has none until a round with it is recorded
+ * (the others do not fall back to rounds without it), and a round made
+ * before a member left still serves the rest. */
+Test(points_groups, a_change_of_members_keeps_every_member_on_one_round)
+{
+    fx_t f = {0};
+    tmt_mkdtemp(f.dir, "points-groups-change");
+    snprintf(f.jdir, sizeof f.jdir, "%s/journal", f.dir);
+    snprintf(f.idir, sizeof f.idir, "%s/index", f.dir);
+    snprintf(f.bdir, sizeof f.bdir, "%s/base", f.dir);
+    uint64_t t0 = tm_now_ns() - 5 * HOUR_NS;
+    fx_open(&f);
+    pm_init(&f.a, 0x7a0u, "db1", t0, MIN_NS);
+    pm_init(&f.b, 0x7a1u, "app1", t0, MIN_NS);
+    pm_t c;
+    pm_init(&c, 0x7a2u, "web1", t0, MIN_NS);
+    pm_append_disks(&f.a, f.j);
+    pm_append_disks(&f.b, f.j);
+    pm_append_disks(&c, f.j);
+    char why[256];
+    /* a round of {db1, app1} */
+    uint64_t r1 = t0 + HOUR_NS;
+    f.a.next_ns = f.b.next_ns = c.next_ns = r1;
+    pts_group_member_t mem[3];
+    round_tags(&f, r1, mem);
+    pm_append_batch(&c, f.j, 4);
+    cr_assert_eq(pts_sync(f.p, 30000), 0);
+    cr_assert_eq(pts_group_point_add(f.p, "shop", r1, PTS_KIND_CRASH, r1, mem, 2, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(resolve(&f, "db1", "latest-multivm-processed", 0).seq, mem[0].seq);
+
+    /* web1 joins: nobody has a group point of all three yet */
+    const char *three[] = {"db1", "app1", "web1"};
+    pts_group_def_t g3 = {"shop", three, 3};
+    cr_assert_eq(pts_set_groups(f.p, &g3, 1), 0);
+    resolve(&f, "db1", "latest-multivm-processed", TM_ENOPOINT);
+    resolve(&f, "web1", "latest-multivm-processed", TM_ENOPOINT);
+    /* a round of all three: each lands on it */
+    uint64_t r2 = t0 + 2 * HOUR_NS;
+    f.a.next_ns = f.b.next_ns = c.next_ns = r2;
+    round_tags(&f, r2, mem);
+    snprintf(mem[2].machine, sizeof mem[2].machine, "web1");
+    mem[2].seq = pm_append_tag(&c, f.j, WIRE_TAG_GROUP, r2, "g-r2");
+    cr_assert_eq(pts_sync(f.p, 30000), 0);
+    cr_assert_eq(pts_group_point_add(f.p, "shop", r2, PTS_KIND_CRASH, r2, mem, 3, why, sizeof why), 0, "%s", why);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(resolve(&f, mem[i].machine, "latest-multivm-processed", 0).seq, mem[i].seq);
+
+    /* app1 leaves: db1 and web1 stay on r2; app1 falls back to its own latest point */
+    const char *two[] = {"db1", "web1"};
+    pts_group_def_t g2 = {"shop", two, 2};
+    cr_assert_eq(pts_set_groups(f.p, &g2, 1), 0);
+    cr_assert_eq(resolve(&f, "db1", "latest-multivm-processed", 0).seq, mem[0].seq);
+    cr_assert_eq(resolve(&f, "web1", "latest-multivm-processed", 0).seq, mem[2].seq);
+    cr_assert_eq(resolve(&f, "app1", "latest-multivm-processed", 0).seq,
+                 resolve(&f, "app1", "latest-processed", 0).seq);
+    fx_close(&f);
+    pm_free(&f.a);
+    pm_free(&f.b);
+    pm_free(&c);
+    tmt_rmtree(f.dir);
+}
