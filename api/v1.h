@@ -37,12 +37,13 @@ typedef struct api_v1 {
     tgt_exports_t *exports; /* the NBD exports (test failovers), NULL: none */
     api_loopq_t *loopq;     /* failover jobs' calls into the loop (loop_call.h) */
     cns_t *cns;             /* replication groups' coordinator, NULL: no groups */
+    bool groups_saving;     /* a change of groups is being written (v1_groups_edit.c) */
     uint64_t next_tag_id;
 } api_v1_t;
 
 /* The routing table for a (which must outlive the server) into out; the
  * count. The server copies the table. */
-#define API_V1_NROUTES 13u
+#define API_V1_NROUTES 17u
 size_t api_v1_routes(api_v1_t *a, tm_http_route_t out[API_V1_NROUTES]);
 
 /* ---- shared by the v1_*.c files ------------------------------------------ */
@@ -79,6 +80,10 @@ void api_v1_job_get(tm_http_req_t *req, void *ctx);
 void api_v1_job_cancel(tm_http_req_t *req, void *ctx);
 void api_v1_metrics(tm_http_req_t *req, void *ctx);
 void api_v1_groups(tm_http_req_t *req, void *ctx);
+void api_v1_group_get(tm_http_req_t *req, void *ctx);
+void api_v1_group_create(tm_http_req_t *req, void *ctx);
+void api_v1_group_change(tm_http_req_t *req, void *ctx);
+void api_v1_group_delete(tm_http_req_t *req, void *ctx);
 void api_v1_group_points(tm_http_req_t *req, void *ctx);
 void api_v1_group_round(tm_http_req_t *req, void *ctx);
 

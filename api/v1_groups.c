@@ -1,5 +1,6 @@
 /*
- * GET /v1/groups, GET /v1/groups/{g}/points and POST /v1/groups/{g}/rounds
+ * GET /v1/groups, GET /v1/groups/{g}, GET /v1/groups/{g}/points and POST
+ * /v1/groups/{g}/rounds
  * (docs/api.md, "Replication groups"): the groups and their rounds from
  * the coordinator (on the loop), their group points from the index (on
  * the thread pool).
@@ -20,6 +21,18 @@ void api_v1_groups(tm_http_req_t *req, void *ctx)
 {
     api_v1_t *a = ctx;
     tm_http_reply_json(req, 200, json_pack("{s:o}", "groups", a->cns ? cns_groups_json(a->cns) : json_array()));
+}
+
+void api_v1_group_get(tm_http_req_t *req, void *ctx)
+{
+    api_v1_t *a = ctx;
+    const char *g = tm_http_param(req, "group");
+    json_t *j = a->cns ? cns_group_json(a->cns, g) : NULL;
+    if (!j) {
+        tm_http_reply_error(req, 404, "unknown-group", "there is no replication group '%s' on this appliance", g);
+        return;
+    }
+    tm_http_reply_json(req, 200, json_pack("{s:o}", "group", j));
 }
 
 /* The group of the path, or NULL after a 404. On the loop. */

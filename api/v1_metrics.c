@@ -53,6 +53,48 @@ static void api__metric(api_text_t *t, const char *name, const char *type, const
     api__printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* Replication groups: rounds by outcome and how fresh their group points are. */
+static void api__groups(api_text_t *t, cns_t *cns)
+{
+    size_t n = cns ? cns_group_count(cns) : 0;
+    cns_group_stats_t *st = n ? tm_calloc(n, sizeof *st) : NULL;
+    if (!st) {
+        t->oom = n != 0;
+        return;
+    }
+    n = cns_stats(cns, st, n);
+    api__metric(t, "tidemark_group_members", "gauge", "Per replication group: its machines.");
+    for (size_t i = 0; i < n; i++)
+        api__printf(t, "tidemark_group_members{group=\"%s\"} %zu\n", st[i].name, st[i].members);
+    api__metric(t, "tidemark_group_rounds_total", "counter",
+                "Per replication group, rounds since start by outcome: committed (every member held in time), "
+                "recorded (made a group point), aborted, unrecorded (committed, no group point).");
+    for (size_t i = 0; i < n; i++) {
+        static const char *const outcome[] = {"committed", "recorded", "aborted", "unrecorded"};
+        const uint64_t v[] = {st[i].committed, st[i].recorded, st[i].aborted, st[i].unrecorded};
+        for (size_t k = 0; k < 4; k++)
+            api__printf(t, "tidemark_group_rounds_total{group=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", st[i].name,
+                        outcome[k], v[k]);
+    }
+    api__metric(t, "tidemark_group_prepare_seconds", "gauge",
+                "Per replication group: the newest committed round's prepare, from asking to every member held.");
+    for (size_t i = 0; i < n; i++)
+        if (st[i].last_prepare_s >= 0)
+            api__printf(t, "tidemark_group_prepare_seconds{group=\"%s\"} %.6f\n", st[i].name, st[i].last_prepare_s);
+    api__metric(t, "tidemark_group_round_seconds", "gauge",
+                "Per replication group: the newest recorded round, from its start to its group point.");
+    for (size_t i = 0; i < n; i++)
+        if (st[i].last_round_s >= 0)
+            api__printf(t, "tidemark_group_round_seconds{group=\"%s\"} %.6f\n", st[i].name, st[i].last_round_s);
+    api__metric(t, "tidemark_group_point_age_seconds", "gauge",
+                "Per replication group: the age of its newest group point made since start (its cut's time).");
+    for (size_t i = 0; i < n; i++)
+        if (st[i].last_point_age_s >= 0)
+            api__printf(t, "tidemark_group_point_age_seconds{group=\"%s\"} %.3f\n", st[i].name,
+                        st[i].last_point_age_s);
+    tm_free(st);
+}
+
 void api_v1_metrics(tm_http_req_t *req, void *ctx)
 {
     api_v1_t *a = ctx;
@@ -108,6 +150,8 @@ void api_v1_metrics(tm_http_req_t *req, void *ctx)
     for (size_t i = 0; i < n; i++)
         api__printf(&t, "tidemark_machine_processed_seq{machine=\"%s\"} %" PRIu64 "\n", ms[i].name, ms[i].seq);
     tm_free(ms);
+
+    api__groups(&t, a->cns);
 
     uint64_t running, ok, failed;
     api_jobs_counts(a->jobs, &running, &ok, &failed);
