@@ -336,8 +336,8 @@ static void cli__say_transfer_failure(cli_api_t *api, CURLcode cc)
     }
 }
 
-/* One request; body_json NULL for a GET. */
-static int cli__request(cli_api_t *api, const char *path, const json_t *body_json, json_t **out)
+/* One request; method NULL: POST with body_json, GET without. */
+static int cli__request(cli_api_t *api, const char *method, const char *path, const json_t *body_json, json_t **out)
 {
     char url[sizeof api->base + 2048];
     struct curl_slist *headers = NULL, *grown;
@@ -383,6 +383,8 @@ static int cli__request(cli_api_t *api, const char *path, const json_t *body_jso
     } else {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     }
+    if (method)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     /* The appliance is always reached directly: a proxy in the environment
@@ -451,12 +453,17 @@ out_free:
 
 int cli_api_get(cli_api_t *api, const char *path, json_t **out)
 {
-    return cli__request(api, path, NULL, out);
+    return cli__request(api, NULL, path, NULL, out);
 }
 
 int cli_api_post(cli_api_t *api, const char *path, const json_t *body, json_t **out)
 {
-    return cli__request(api, path, body, out);
+    return cli__request(api, NULL, path, body, out);
+}
+
+int cli_api_send(cli_api_t *api, const char *method, const char *path, const json_t *body, json_t **out)
+{
+    return cli__request(api, method, path, body, out);
 }
 
 int cli_api_print_json(const json_t *v, FILE *out, bool compact)

@@ -92,6 +92,8 @@ void cli_api_set_cancel(cli_api_t *api, volatile sig_atomic_t *flag);
  */
 int cli_api_get(cli_api_t *api, const char *path, json_t **out);
 int cli_api_post(cli_api_t *api, const char *path, const json_t *body, json_t **out);
+/* The same with any method ("PATCH", "DELETE"); body may be NULL. */
+int cli_api_send(cli_api_t *api, const char *method, const char *path, const json_t *body, json_t **out);
 
 /* s escaped for one path segment or a query value; tm_free it. NULL on
  * ENOMEM. */

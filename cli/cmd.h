@@ -23,6 +23,7 @@ int cli_cmd_status(int argc, char **argv);
 int cli_cmd_points(int argc, char **argv);
 int cli_cmd_export(int argc, char **argv);
 int cli_cmd_jobs(int argc, char **argv);
+int cli_cmd_groups(int argc, char **argv);
 int cli_cmd_failover(int argc, char **argv);
 int cli_cmd_change_point(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);

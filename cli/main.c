@@ -48,9 +48,11 @@ void cli_usage(FILE *out)
           "  commit MACHINE...       make a failover final: points deleted, replication stops\n"
           "  jobs [ID] [--cancel] [--json]\n"
           "                          the appliance's jobs; --cancel a failover in progress\n"
+          "  groups [list|show G|add G MACHINE...|set G|delete G|round G] [--json]\n"
+          "                          replication groups: list, make, change, delete, run a round\n"
           "  materialize MACHINE --point SELECTOR --out DIR [--json]\n"
           "                          write each disk's raw image at a point, with progress\n"
-          "  (status, points, export, failover, change-point, commit, jobs and materialize ask a running `tidemark serve` at --api ADDR,\n"
+          "  (status, points, export, failover, change-point, commit, jobs, groups and materialize ask a running `tidemark serve` at --api ADDR,\n"
           "  default " CLI_DEFAULT_API ", with the token in DATA/api.token: see\n"
           "  tidemark COMMAND --help)\n"
           "  version                 print the version\n"
@@ -103,6 +105,8 @@ int main(int argc, char **argv)
         return cli_cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "jobs") == 0)
         return cli_cmd_jobs(argc - 1, argv + 1);
+    if (strcmp(cmd, "groups") == 0)
+        return cli_cmd_groups(argc - 1, argv + 1);
     if (strcmp(cmd, "failover") == 0)
         return cli_cmd_failover(argc - 1, argv + 1);
     if (strcmp(cmd, "change-point") == 0)
