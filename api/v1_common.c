@@ -11,7 +11,6 @@
 #include "api/v1.h"
 #include "base/err.h"
 #include "base/mem.h"
-#include "ingest/registry.h"
 
 typedef struct api_deferred {
     uv_work_t w;
@@ -113,18 +112,9 @@ void api_reply_points_error(tm_http_req_t *req, int rc, const char *machine, con
 bool api_machine_known(api_v1_t *a, tm_http_req_t *req, const char *machine)
 {
     pts_machine_t m;
-    ingest_machine_info_t mi;
-    if (pts_machine(a->pts, machine, &m) == 0 || ingest_machine_state(a->ingest, machine, &mi) == 0)
+    if (pts_machine(a->pts, machine, &m) == 0 || ingest_machine_known(a->ingest, machine))
         return true;
-    ingest_registry_t reg = {0};
-    char err[256];
-    bool found = false;
-    if (ingest_registry_load(a->data_dir, &reg, err, sizeof err) == 0)
-        found = ingest_registry_find(&reg, machine) != NULL;
-    ingest_registry_free(&reg);
-    if (!found)
-        tm_http_reply_error(req, 404, "unknown-machine",
-                            "no machine named '%s' is registered on this appliance (tidemark machine add NAME)",
-                            machine);
-    return found;
+    tm_http_reply_error(req, 404, "unknown-machine",
+                        "no machine named '%s' is registered on this appliance (tidemark machine add NAME)", machine);
+    return false;
 }

@@ -129,6 +129,8 @@ json_t *cns_stored_defs(cns_t *c);
 #define CNS_STORE_FILE "groups.json"
 #define CNS_STORE_VERSION 1
 int cns_store_load(const char *data_dir, json_t **defs, char *err, size_t errlen);
+/* The same from the file's text (no file named in err). */
+int cns_store_parse(const char *text, size_t len, json_t **defs, char *err, size_t errlen);
 int cns_store_save(const char *data_dir, json_t *defs, char *err, size_t errlen);
 json_t *cns_store_with(json_t *defs, const char *name, json_t *def);
 

@@ -31,23 +31,33 @@ int cns_store_load(const char *data_dir, json_t **defs, char *err, size_t errlen
         snprintf(err, errlen, "%s: %s", path, tm_strerror(rc));
         return rc;
     }
+    rc = cns_store_parse(text, len, defs, err, errlen);
+    tm_free(text);
+    if (rc) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s: %s", path, why);
+    }
+    return rc;
+}
+
+int cns_store_parse(const char *text, size_t len, json_t **defs, char *err, size_t errlen)
+{
     json_error_t je;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    tm_free(text);
     if (!doc) {
-        snprintf(err, errlen, "%s:%d: not JSON: %s", path, je.line, je.text);
+        snprintf(err, errlen, "line %d: not JSON: %s", je.line, je.text);
         return TM_ECORRUPT;
     }
     json_t *version = json_object_get(doc, "version"), *groups = json_object_get(doc, "groups");
     if (!json_is_integer(version) || !json_is_array(groups)) {
-        snprintf(err, errlen, "%s: not a groups file ({\"version\": %d, \"groups\": [...]})", path,
-                 CNS_STORE_VERSION);
+        snprintf(err, errlen, "not a groups file ({\"version\": %d, \"groups\": [...]})", CNS_STORE_VERSION);
         json_decref(doc);
         return TM_ECORRUPT;
     }
     if (json_integer_value(version) != CNS_STORE_VERSION) {
-        snprintf(err, errlen, "%s: version %lld; this build reads version %d", path,
-                 (long long)json_integer_value(version), CNS_STORE_VERSION);
+        snprintf(err, errlen, "version %lld; this build reads version %d", (long long)json_integer_value(version),
+                 CNS_STORE_VERSION);
         json_decref(doc);
         return TM_EVERSION;
     }
