@@ -22,8 +22,13 @@ static size_t sink(char *p, size_t sz, size_t n, void *arg)
     return sz * n;
 }
 
-/* GET or POST (body non-NULL) path: the status, the answer as JSON. */
 long ct_http(const char *path, const char *body, json_t **out)
+{
+    return ct_request(body ? "POST" : "GET", path, body, out);
+}
+
+/* One request: the status, the body in *buf (free it; never NULL). */
+static long ct__fetch(const char *method, const char *path, const char *body, char **buf)
 {
     CURL *c = curl_easy_init();
     cr_assert_not_null(c);
@@ -32,22 +37,40 @@ long ct_http(const char *path, const char *body, json_t **out)
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", ct_token);
     struct curl_slist *h = curl_slist_append(NULL, auth);
     h = curl_slist_append(h, "Content-Type: application/json");
-    char *buf = NULL;
+    *buf = NULL;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, buf);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (body)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "%s", path);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "%s %s", method, path);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    *out = json_loads(buf ? buf : "", 0, NULL);
-    cr_assert_not_null(*out, "%s: not JSON: %s", path, buf ? buf : "");
-    free(buf);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+    if (!*buf)
+        *buf = strdup("");
     return status;
+}
+
+long ct_request(const char *method, const char *path, const char *body, json_t **out)
+{
+    char *buf;
+    long status = ct__fetch(method, path, body, &buf);
+    *out = json_loads(buf, 0, NULL);
+    cr_assert_not_null(*out, "%s: not JSON: %s", path, buf);
+    free(buf);
+    return status;
+}
+
+char *ct_get_text(const char *path)
+{
+    char *buf;
+    long status = ct__fetch("GET", path, NULL, &buf);
+    cr_assert_eq(status, 200, "%s: %ld %s", path, status, buf);
+    return buf;
 }
 
 json_t *ct_get_ok(const char *path)

@@ -20,6 +20,10 @@ void ct_serve_spawn(at_child_t *srv, const char *data, const char *conf);
 
 /* GET or POST (body non-NULL) path: the status; *out the answer's JSON. */
 long ct_http(const char *path, const char *body, json_t **out);
+/* Any method (body may be NULL): the status; *out the answer's JSON. */
+long ct_request(const char *method, const char *path, const char *body, json_t **out);
+/* GET path, asserting 200: the body as text (free it). */
+char *ct_get_text(const char *path);
 /* GET path, asserting 200. */
 json_t *ct_get_ok(const char *path);
 
