@@ -207,6 +207,8 @@ int at_finish(at_child_t *c, int timeout_ms)
 {
     int64_t end = now_ms() + timeout_ms;
     int status = 0;
+    if (c->pid <= 0) /* reaped already (at_kill): waitpid(0) would take some other child */
+        return c->status;
     at_wait(c, false, NULL, timeout_ms);
     for (;;) {
         pid_t r = waitpid(c->pid, &status, WNOHANG);
@@ -224,16 +226,19 @@ int at_finish(at_child_t *c, int timeout_ms)
     }
     c->pid = 0;
     at__forget(c);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    c->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return c->status;
 }
 
 void at_kill(at_child_t *c, int sig)
 {
     if (c->pid <= 0)
         return;
+    int status = 0;
     kill(c->pid, sig);
-    waitpid(c->pid, NULL, 0);
+    waitpid(c->pid, &status, 0);
     c->pid = 0;
+    c->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     at__forget(c);
 }
 

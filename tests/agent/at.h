@@ -16,6 +16,7 @@
 
 typedef struct at_child {
     pid_t pid; /* 0 once reaped */
+    int status; /* the exit status at_finish returns, once reaped */
     int out_fd, err_fd;
     char *out, *err;
     size_t out_len, err_len;
