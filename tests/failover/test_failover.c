@@ -486,3 +486,48 @@ Test(failover, exports_at_several_selectors_equal_the_source_as_it_was)
     for (int k = 0; k < N; k++)
         tm_free(then[k]);
 }
+
+/* A failover with --shutdown to an earlier point: the source is stopped
+ * first (it refuses writes afterwards), yet the disk served is the point
+ * asked for, not the source's final state. */
+Test(failover, a_shutdown_failover_goes_to_the_point_asked_for)
+{
+    static fx_t f;
+    memset(&f, 0, sizeof f);
+    snprintf(f.data, sizeof f.data, "%s", at_path("data"));
+    const char *secret = at_path("secret"), *img = at_path("disk.img");
+    char url[128];
+    static at_child_t tap;
+    make_image(img);
+    at_machine_add(f.data, "vm5", secret);
+    serve_up(&f, "127.0.0.1:0");
+    start_tap(&tap, &f, "vm5", secret, img, url, sizeof url);
+    cr_assert(at_wait(&tap, true, "initial copy complete and durable", WAIT_MS), "%s", tap.err);
+    qemu_io_ok(url, (const char *[]){"write -P 0x31 0 256k", "flush", NULL});
+    uint8_t *then = read_image(img);
+    json_t *j;
+    cr_assert_eq(cli_json(&f, (const char *[]){"export", "vm5", "--point", "latest", NULL}, &j, NULL), 0);
+    char id[24];
+    snprintf(id, sizeof id, "%s", jstr(j, "point", "id"));
+    json_decref(j);
+    /* later writes: in the source, not in the point */
+    qemu_io_ok(url, (const char *[]){"write -P 0x32 128k 256k", "flush", NULL});
+
+    int code = cli_json(&f, (const char *[]){"failover", "vm5", "--point", id, "--shutdown", NULL}, &j, NULL);
+    cr_assert_eq(code, 0, "failover --shutdown: %s", j ? json_dumps(j, 0) : "no JSON");
+    const json_t *m = machine0(j);
+    cr_assert_str_eq(jstr(m, "point", "id"), id, "%s", json_dumps(j, 0));
+    const json_t *st = json_array_get(json_object_get(m, "steps"), 1);
+    cr_assert_str_eq(jstr(st, NULL, "name"), "shutdown", "%s", json_dumps(j, 0));
+    cr_assert_str_eq(jstr(st, NULL, "state"), "succeeded", "%s", json_dumps(j, 0));
+    json_decref(j);
+    static at_child_t q;
+    code = qemu_io(url, (const char *[]){"write -P 0x77 0 4k", "flush", NULL}, &q);
+    cr_assert(code != 0 || strstr(q.out, "failed") || strstr(q.err, "failed") || strstr(q.out, "error"),
+              "the shut-down source took a write:\n%s\n%s", q.out, q.err);
+    at_child_free(&q);
+    uint8_t *got = read_export(&f, "vm5/d0@failover");
+    assert_same(got, then, "failover --shutdown to an earlier point: the disk against the image then");
+    tm_free(got);
+    tm_free(then);
+}
