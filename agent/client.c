@@ -360,6 +360,11 @@ void agent_client_note_round(agent_client_t *c, const agent_round_rec_t *r)
     }
     if (r->hold_us > c->stats.hold_max_us)
         c->stats.hold_max_us = r->hold_us;
+    if (r->late_us > AGENT_HOLD_SLACK_MS * 1000u) {
+        c->stats.rounds_late++;
+        if (r->late_us > c->stats.late_max_us)
+            c->stats.late_max_us = r->late_us;
+    }
     if (!c->rounds && !(c->rounds = tm_malloc(AGENT_ROUND_HISTORY * sizeof *c->rounds)))
         return; /* the counts above still hold */
     c->rounds[c->rounds_noted % AGENT_ROUND_HISTORY] = *r;
@@ -417,6 +422,10 @@ void agent_client_round_summary(const agent_client_t *c, char *buf, size_t len)
              (unsigned long long)st->rounds_timed_out, (unsigned long long)st->rounds_failed,
              (double)agent_client_hold_percentile(c, 50) / 1000.0, (double)agent_client_hold_percentile(c, 99) / 1000.0,
              (double)st->hold_max_us / 1000.0);
+    size_t used = strlen(buf);
+    if (st->rounds_late && used < len)
+        snprintf(buf + used, len - used, ", %llu late at the hold limit (acted on up to %.1f ms after it)",
+                 (unsigned long long)st->rounds_late, (double)st->late_max_us / 1000.0);
 }
 
 /* ---- writing ------------------------------------------------------------- */

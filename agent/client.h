@@ -34,6 +34,10 @@
 #define AGENT_BACKOFF_MAX_MS 5000u
 #define AGENT_REFUSAL_LOG_MS 30000u /* a repeated refusal is logged at most this often */
 #define AGENT_MAX_WRITES 4u         /* RECORDS frames queued on the socket at once */
+/* A group round's writes released this long after its hold limit still count
+ * as released on time (the loop's scheduling); later ones are counted as late
+ * (agent_client_stats_t.rounds_late). */
+#define AGENT_HOLD_SLACK_MS 5u
 
 typedef struct agent_client agent_client_t;
 
@@ -106,6 +110,12 @@ typedef struct agent_client_stats {
     uint64_t rounds_timed_out; /* released without a tag: the hold limit passed without a decision */
     uint64_t rounds_failed;    /* never held: PREPARED failed (stopped, busy, a pre-script, ...) */
     uint64_t hold_max_us;      /* the longest hold of any round */
+    /* timed-out rounds whose hold limit the agent acted on more than
+     * AGENT_HOLD_SLACK_MS after it passed: the agent's loop did not run it
+     * in time (a blocked or overloaded loop); their holds are in the
+     * figures as they were, these say how many and how late */
+    uint64_t rounds_late;
+    uint64_t late_max_us;      /* the latest such release, past the limit */
 } agent_client_stats_t;
 
 /* How a group round ended at this agent. */
@@ -120,6 +130,9 @@ typedef enum {
 typedef struct agent_round_rec {
     uint64_t round;
     uint64_t hold_us;  /* from the hold's start to the release; 0 when it never held */
+    uint64_t late_us;  /* timed out: how long after the hold limit the agent acted on it (released
+                        * the writes; app rounds: started the post-script); 0 otherwise */
+    uint64_t released_ns; /* uv_hrtime() (CLOCK_MONOTONIC) at the release; 0 when it never held */
     uint8_t kind;      /* WIRE_TAG_CRASH or WIRE_TAG_APP */
     uint8_t outcome;   /* agent_round_outcome_t */
 } agent_round_rec_t;
@@ -173,7 +186,8 @@ size_t agent_client_rounds(const agent_client_t *c, agent_round_rec_t *out, size
 uint64_t agent_client_hold_percentile(const agent_client_t *c, double p);
 
 /* One line for a log: "group rounds: N committed, N aborted, N timed
- * out, N failed; hold p50 X ms, p99 Y ms, max Z ms". */
+ * out, N failed; hold p50 X ms, p99 Y ms, max Z ms", and ", N late at
+ * the hold limit (acted on up to W ms after it)" when some were. */
 void agent_client_round_summary(const agent_client_t *c, char *buf, size_t len);
 
 /* Close the connection and every handle; the client frees itself and then

@@ -11,11 +11,12 @@
  * STOP goes IDLE -> DRAIN -> (final tag) -> IDLE: no script, no hold, no
  * release (its producer refuses writes instead of holding them). A group
  * round goes PRE -> DRAIN -> (PREPARED) DECIDE -> (COMMIT: tag) POST, and
- * leaves DRAIN or DECIDE for POST without a tag on ABORT, on the hold
- * limit's timer or when its session ends; it never waits in the queue
- * (refused when something else is running). Hooks may call back into
- * agent_quiesce_check() (the producer's release admits writes, which
- * appends, which checks): q_step() notices and loops instead of recursing.
+ * leaves DRAIN or DECIDE for POST without a tag on ABORT, at the hold
+ * limit (a deadline: q_deadline_check) or when its session ends; it never
+ * waits in the queue (refused when something else is running). Hooks may
+ * call back into agent_quiesce_check() (the producer's release admits
+ * writes, which appends, which checks): q_step() notices and loops instead
+ * of recursing.
  */
 #include "agent/quiesce.h"
 
@@ -81,7 +82,16 @@ struct agent_quiesce {
     bool round_over;         /* decided here: no tag (abort, hold limit, session, failure) or tagged */
     agent_round_outcome_t outcome;
     uint64_t hold_start_ns;  /* uv_hrtime() at the hold; 0 while not held */
-    uv_timer_t hold_timer;   /* the hold limit */
+    uint64_t hold_deadline_ns; /* hold_start_ns + the hold limit */
+    uint64_t late_ns;        /* timed out: how long after the deadline the agent got to act on it */
+    /* The hold limit. The timer alone is not enough: it fires at the start
+     * of a loop iteration, and an iteration may be long (a busy producer,
+     * other agents on the same loop), so the deadline is also checked on
+     * either side of every poll of the loop while held (hold_prep,
+     * hold_check) and whenever anything comes in (q_deadline_check). */
+    uv_timer_t hold_timer;
+    uv_prepare_t hold_prep;
+    uv_check_t hold_check;
     /* the last round that ended, to say why a late COMMIT is ignored */
     uint64_t last_round;
     agent_round_outcome_t last_outcome;
@@ -132,8 +142,11 @@ int agent_quiesce_new(uv_loop_t *loop, const agent_quiesce_opts_t *o, agent_stre
     q->timeout_ms = o->timeout_ms ? o->timeout_ms : AGENT_SCRIPT_TIMEOUT_MS;
     uv_timer_init(loop, &q->timer);
     uv_timer_init(loop, &q->hold_timer);
+    uv_prepare_init(loop, &q->hold_prep);
+    uv_check_init(loop, &q->hold_check);
     q->timer.data = q->hold_timer.data = q;
-    q->open_handles = 2;
+    q->hold_prep.data = q->hold_check.data = q;
+    q->open_handles = 4;
     q->state = Q_IDLE;
     *out = q;
     return 0;
@@ -317,13 +330,28 @@ static const char *q_outcome_name(agent_round_outcome_t o)
 }
 
 /* A round's end: its record goes to the client's stats, from the hold's
- * start to now (the release). */
+ * start to now (the release): the time the writes really were held, however
+ * late the loop let this agent act. A round that timed out also says how
+ * long after its limit the writes went (late_us); more than the slack is
+ * logged as what it is. */
 static void q_round_note(agent_quiesce_t *q, uint64_t round, uint8_t kind, agent_round_outcome_t outcome,
                          uint64_t hold_start_ns)
 {
     agent_round_rec_t r = {.round = round, .kind = kind, .outcome = (uint8_t)outcome};
-    if (hold_start_ns)
-        r.hold_us = (uv_hrtime() - hold_start_ns) / 1000u;
+    if (hold_start_ns) {
+        uint64_t now = uv_hrtime();
+        r.hold_us = (now - hold_start_ns) / 1000u;
+        r.released_ns = now;
+        /* An app round's post-script runs with the writes held, after the
+         * limit too, by design (its own time limit): late is only how long
+         * the agent took to act on the limit. */
+        if (outcome == AGENT_ROUND_TIMED_OUT)
+            r.late_us = q->late_ns / 1000u;
+        if (r.late_us > AGENT_HOLD_SLACK_MS * 1000u)
+            tm_warn("group round %" PRIu64 ": writes held %.3f ms; the hold limit of %u ms was acted on %.3f ms "
+                    "after it passed: the agent's loop did not run it in time (blocked or overloaded)",
+                    round, r.hold_us / 1000.0, q->cur.hold_ms, r.late_us / 1000.0);
+    }
     q->last_round = round;
     q->last_outcome = outcome;
     if (q->client)
@@ -331,12 +359,20 @@ static void q_round_note(agent_quiesce_t *q, uint64_t round, uint8_t kind, agent
     tm_debug("group round %" PRIu64 ": %s; writes held %.3f ms", round, q_outcome_name(outcome), r.hold_us / 1000.0);
 }
 
+static void q_hold_watch_stop(agent_quiesce_t *q)
+{
+    uv_timer_stop(&q->hold_timer);
+    uv_prepare_stop(&q->hold_prep);
+    uv_check_stop(&q->hold_check);
+}
+
 static void q_finish(agent_quiesce_t *q)
 {
     if (q->cur.what == RQ_ROUND) {
-        uv_timer_stop(&q->hold_timer);
+        q_hold_watch_stop(q);
         q_round_note(q, q->cur.id, q->cur.round_kind, q->outcome, q->hold_start_ns);
         q->hold_start_ns = 0;
+        q->hold_deadline_ns = 0;
     } else if (q->pre_failed) {
         q->failed++;
         tm_error("tag '%s' (id %" PRIu64 "): no app tag: the pre-script failed (see above); writes went on "
@@ -368,6 +404,8 @@ static void q_post(agent_quiesce_t *q)
 }
 
 static void q_on_hold_limit(uv_timer_t *t);
+static void q_on_hold_prep(uv_prepare_t *h);
+static void q_on_hold_check(uv_check_t *h);
 
 static void q_hold(agent_quiesce_t *q)
 {
@@ -376,7 +414,14 @@ static void q_hold(agent_quiesce_t *q)
     if (q->cur.what == RQ_ROUND) {
         /* The clock starts with the hold: the drain counts against it. */
         q->hold_start_ns = uv_hrtime();
+        q->late_ns = 0;
+        q->hold_deadline_ns = q->hold_start_ns + (uint64_t)q->cur.hold_ms * 1000000u;
+        /* The loop's idea of now may be behind (it is taken once per
+         * iteration): the timer may fire early, and then waits the rest
+         * (q_on_hold_limit). */
         uv_timer_start(&q->hold_timer, q_on_hold_limit, q->cur.hold_ms, 0);
+        uv_prepare_start(&q->hold_prep, q_on_hold_prep);
+        uv_check_start(&q->hold_check, q_on_hold_check);
         tm_debug("group round %" PRIu64 ": holding new writes (at most %u ms without a decision)", q->cur.id,
                  q->cur.hold_ms);
     } else {
@@ -416,7 +461,7 @@ static void q_round_drop(agent_quiesce_t *q, agent_round_outcome_t outcome)
 {
     q->round_over = true;
     q->outcome = outcome;
-    uv_timer_stop(&q->hold_timer);
+    q_hold_watch_stop(q);
     if (q->state == Q_DRAIN || q->state == Q_DECIDE) {
         q_post(q);
         q_step(q);
@@ -430,12 +475,19 @@ static bool q_round_open(const agent_quiesce_t *q, uint64_t round)
            (q->state == Q_PRE || q->state == Q_DRAIN || q->state == Q_DECIDE);
 }
 
-static void q_on_hold_limit(uv_timer_t *t)
+/* The open round is held (its clock runs). */
+static bool q_round_held(const agent_quiesce_t *q)
 {
-    agent_quiesce_t *q = t->data;
-    if (q->cur.what != RQ_ROUND || q->round_over || (q->state != Q_DRAIN && q->state != Q_DECIDE))
-        return;
+    return q->cur.what == RQ_ROUND && !q->round_over && q->hold_deadline_ns &&
+           (q->state == Q_DRAIN || q->state == Q_DECIDE);
+}
+
+/* The hold limit has passed: the round ends here without a tag. */
+static void q_expire(agent_quiesce_t *q)
+{
     char why[WIRE_MAX_TEXT + 1];
+    uint64_t now = uv_hrtime();
+    q->late_ns = now > q->hold_deadline_ns ? now - q->hold_deadline_ns : 0;
     if (q->state == Q_DRAIN) {
         /* Not prepared yet: say so, the coordinator need not wait. */
         snprintf(why, sizeof why,
@@ -449,11 +501,54 @@ static void q_on_hold_limit(uv_timer_t *t)
     q_round_drop(q, AGENT_ROUND_TIMED_OUT);
 }
 
+/* True when the open round's hold limit has passed: it ends now, before
+ * whatever came in is handled (a COMMIT is then too late, a write goes on).
+ * Not from inside q_step (a hook calling back): the step's caller checks. */
+static bool q_deadline_check(agent_quiesce_t *q)
+{
+    if (q->stepping || !q_round_held(q) || uv_hrtime() < q->hold_deadline_ns)
+        return false;
+    q_expire(q);
+    return true;
+}
+
+static void q_on_hold_limit(uv_timer_t *t)
+{
+    agent_quiesce_t *q = t->data;
+    if (!q_round_held(q))
+        return;
+    uint64_t now = uv_hrtime();
+    if (now < q->hold_deadline_ns) {
+        /* early by the loop's stale clock: wait the rest */
+        uint64_t left_ms = (q->hold_deadline_ns - now + 999999u) / 1000000u;
+        uv_timer_start(&q->hold_timer, q_on_hold_limit, left_ms, 0);
+        return;
+    }
+    q_deadline_check(q);
+}
+
+static void q_on_hold_prep(uv_prepare_t *h)
+{
+    q_deadline_check(h->data);
+}
+
+static void q_on_hold_check(uv_check_t *h)
+{
+    q_deadline_check(h->data);
+}
+
+void agent_quiesce_poll(agent_quiesce_t *q)
+{
+    if (q->state != Q_CLOSED)
+        q_deadline_check(q);
+}
+
 void agent_quiesce_group_prepare(agent_quiesce_t *q, const wire_group_prepare_t *m)
 {
     char why[WIRE_MAX_TEXT + 1];
     if (q->state == Q_CLOSED)
         return;
+    q_deadline_check(q);
     /* One thing at a time: a round must be quick, so it does not wait in
      * the queue behind an app tag's scripts; the coordinator asks again. */
     if (q->state != Q_IDLE || q->qlen) {
@@ -504,8 +599,11 @@ void agent_quiesce_group_commit(agent_quiesce_t *q, uint64_t round)
 {
     if (q->state == Q_CLOSED)
         return;
+    /* A COMMIT read after the hold limit (the timer not run yet: the loop
+     * was busy) is too late: the writes go without the tag. */
+    q_deadline_check(q);
     if (q_round_open(q, round) && q->state == Q_DECIDE) {
-        uv_timer_stop(&q->hold_timer);
+        q_hold_watch_stop(q);
         uint64_t seq = 0;
         int rc = agent_stream_tag(q->stream, WIRE_TAG_GROUP, round, q->cur.name, true, &seq);
         q->round_over = true;
@@ -544,6 +642,7 @@ void agent_quiesce_group_abort(agent_quiesce_t *q, uint64_t round)
 {
     if (q->state == Q_CLOSED)
         return;
+    q_deadline_check(q);
     if (!q_round_open(q, round)) {
         tm_debug("group round %" PRIu64 ": ABORT of a round not open here: nothing to do", round);
         return;
@@ -554,7 +653,10 @@ void agent_quiesce_group_abort(agent_quiesce_t *q, uint64_t round)
 
 void agent_quiesce_session_lost(agent_quiesce_t *q)
 {
-    if (q->state == Q_CLOSED || q->cur.what != RQ_ROUND || !q_round_open(q, q->cur.id))
+    if (q->state == Q_CLOSED)
+        return;
+    q_deadline_check(q);
+    if (q->cur.what != RQ_ROUND || !q_round_open(q, q->cur.id))
         return;
     tm_warn("group round %" PRIu64 ": the session with the appliance ended; releasing the writes without a tag",
             q->cur.id);
@@ -659,6 +761,13 @@ static void q_advance(agent_quiesce_t *q)
         if (q->cur.what == RQ_ROUND) {
             if (q->hooks.drained && !q->hooks.drained(q->arg))
                 return;
+            if (uv_hrtime() >= q->hold_deadline_ns) {
+                /* drained, but too late: PREPARED would promise a hold
+                 * that is over */
+                q_expire(q);
+                q->again = true;
+                return;
+            }
             /* Every write accepted before the hold is in the stream, and
              * none after it can be: the group tag will follow this. */
             uint64_t seq = q->stream->next_seq - 1;
@@ -668,7 +777,7 @@ static void q_advance(agent_quiesce_t *q)
                         q->cur.id, tm_strerror(rc));
                 q->round_over = true;
                 q->outcome = AGENT_ROUND_ABORTED;
-                uv_timer_stop(&q->hold_timer);
+                q_hold_watch_stop(q);
                 q_post(q);
             } else {
                 tm_debug("group round %" PRIu64 ": held at sequence %" PRIu64 "; PREPARED sent", q->cur.id, seq);
@@ -769,6 +878,7 @@ void agent_quiesce_stop(agent_quiesce_t *q, uint64_t id, const char *name)
 {
     if (q->state == Q_CLOSED)
         return;
+    q_deadline_check(q);
     if (q_enqueue(q, id, name, true))
         q_step(q);
 }
@@ -800,6 +910,8 @@ void agent_quiesce_resume(agent_quiesce_t *q)
 
 void agent_quiesce_check(agent_quiesce_t *q)
 {
+    if (q->state == Q_CLOSED || q_deadline_check(q))
+        return;
     if (q->state == Q_DRAIN)
         q_step(q);
 }
@@ -808,6 +920,7 @@ void agent_quiesce_request(agent_quiesce_t *q, uint8_t kind, uint64_t id, const 
 {
     if (q->state == Q_CLOSED)
         return;
+    q_deadline_check(q);
     if (kind != WIRE_TAG_APP) {
         /* Every position of the stream is crash-consistent already: a crash
          * tag needs no quiesce, and it does not wait for an app tag's. */
@@ -862,4 +975,6 @@ void agent_quiesce_close(agent_quiesce_t *q)
     q->state = Q_CLOSED;
     uv_close((uv_handle_t *)&q->timer, q_on_closed);
     uv_close((uv_handle_t *)&q->hold_timer, q_on_closed);
+    uv_close((uv_handle_t *)&q->hold_prep, q_on_closed);
+    uv_close((uv_handle_t *)&q->hold_check, q_on_closed);
 }

@@ -62,7 +62,17 @@
  * The hold is never longer than the round's hold limit without a decision:
  * when it passes (counted from step 2, the drain included) the round ends
  * here without a tag (and a PREPARED failed if step 4 was not reached), and
- * a COMMIT of it that comes later is ignored (logged). So is a round whose
+ * a COMMIT of it that comes later is ignored (logged). The limit is a
+ * deadline on the monotonic clock, not only a timer of the loop (which
+ * fires late when an iteration of the loop is long): it is also checked
+ * before and after every poll of the loop while held, before anything from
+ * the appliance is handled (a COMMIT read after the deadline is too late,
+ * even when the timer has not run yet), before PREPARED is sent, and when
+ * the producer sees a new write or an ack (agent_quiesce_poll). A loop that
+ * runs nothing at all (blocked) still holds the writes until it runs
+ * again: the round's record then shows the true hold, and how long after
+ * the limit the writes went (agent_round_rec_t.late_us; more than
+ * AGENT_HOLD_SLACK_MS is logged and counted as late). So is a round whose
  * session ended (agent_quiesce_session_lost). A round is refused at once
  * (PREPARED failed, nothing held) when another round is open, when an app
  * tag or a STOP's final tag is being taken, or when the producer says it
@@ -152,6 +162,12 @@ void agent_quiesce_group_abort(agent_quiesce_t *q, uint64_t round);
 /* The session ended (agent_client_cbs_t.down): an open round ends here
  * without a tag, since its decision can no longer come. */
 void agent_quiesce_session_lost(agent_quiesce_t *q);
+/* Something came in while writes may be held (a new write, an ack): a
+ * group round past its hold limit ends here at once (released without a
+ * tag), before the producer decides whether to hold what came. The
+ * quiesce checks the limit itself on a timer and around every poll of the
+ * loop; this covers what runs in between. Cheap when nothing is held. */
+void agent_quiesce_poll(agent_quiesce_t *q);
 /* The round whose hold is on now, 0 when none (for the producer's logs). */
 uint64_t agent_quiesce_round(const agent_quiesce_t *q);
 

@@ -390,9 +390,11 @@ void agent_workload_record(const agent_workload_t *w, agent_wl_gen_t *gen, uint6
 
 /* ---- the agent ------------------------------------------------------------------ */
 
-/* Bounded work per wakeup, so acks and sends are not starved by generation. */
-#define PRODUCE_RECORDS_PER_TICK 256u
-#define PRODUCE_BYTES_PER_TICK (4u << 20)
+/* Bounded work per wakeup, so acks and sends are not starved by generation,
+ * and the loop's other handles (a group round's hold limit, other agents
+ * embedded on the same loop) wait about a millisecond at most for it. */
+#define PRODUCE_RECORDS_PER_TICK 64u
+#define PRODUCE_BYTES_PER_TICK (1u << 20)
 
 struct agent_replay {
     uv_loop_t *loop;
@@ -552,6 +554,9 @@ static void replay_on_acked(agent_client_t *c, uint64_t durable, void *arg)
 {
     agent_replay_t *r = arg;
     (void)c;
+    /* A round past its hold limit ends before anything else is done. */
+    if (r->holding)
+        agent_quiesce_poll(r->q);
     /* Progress in tenths of the stream (count mode): for people, and for
      * tests that must act mid-stream. */
     if (r->w.count) {

@@ -424,6 +424,10 @@ static void tap_writelike(nbd_io_t *io)
     x->disk = tap_disk_of(t, io->export);
     io->data = x;
     tap_plan(x);
+    /* A group round past its hold limit ends now (the timer may not have
+     * run yet): this write is not held for it. */
+    if (t->holding && t->q)
+        agent_quiesce_poll(t->q);
     if (t->holding) {
         /* An app tag or a group round is being taken: this write comes
          * after it. Not even applied to the file yet, so the tag's point

@@ -100,6 +100,11 @@ int arp_call(arp_t *p, int (*fn)(arp_t *p, void *arg), void *arg)
     return rc;
 }
 
+uv_loop_t *arp_loop(arp_t *p)
+{
+    return &p->loop;
+}
+
 agent_client_t *arp_client(arp_t *p, unsigned i)
 {
     return agent_replay_client(p->r[i]);

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "agent/client.h"
 #include "agent/replay.h"
 
@@ -30,6 +32,8 @@ typedef struct arp_opts {
 arp_t *arp_start(const arp_opts_t *o);
 /* Run fn(p, arg) on the agents' loop thread and return what it returns. */
 int arp_call(arp_t *p, int (*fn)(arp_t *p, void *arg), void *arg);
+/* On the loop thread only: the agents' loop (to add a handle of the test's). */
+uv_loop_t *arp_loop(arp_t *p);
 /* On the loop thread only: agent i's client. */
 agent_client_t *arp_client(arp_t *p, unsigned i);
 /* Agent i's stats and hold percentile (microseconds), from the loop. */

@@ -9,7 +9,9 @@
  * journal; an aborted round or one past its hold limit leaves no tag, and
  * a COMMIT after the limit changes nothing; an app round runs the scripts
  * in order; each agent's stats count every round with its hold time, and
- * the hold limit bounds it. A group of 100 machines completes rounds.
+ * the hold limit bounds it, even when the agents' loop is blocked past it
+ * (released at the loop's first chance, counted as late, the COMMIT that
+ * came meanwhile ignored). A group of 100 machines completes rounds.
  *
  * Workloads are seeded (the seed is printed); waits are for answers,
  * acknowledgements and states, bounded.
@@ -17,6 +19,7 @@
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,5 +375,126 @@ Test(agent_group_replay, a_hundred_machines_complete_rounds)
     for (unsigned i = 0; i < N; i++)
         for (unsigned r = 0; r < ROUNDS; r++)
             expect_tag_after(&t[i], i, 100 + r, seqs[r][i]);
+    tm_free(t);
+}
+
+/* ---- a loop that runs nothing for a while ---- */
+
+/* A long callback on the agents' loop: a prepare handle's, so it runs after
+ * the loop's timers and before its poll for I/O, as a long idle phase of
+ * busy producers does (other agents on the loop generating): the hold
+ * limit's timer has had its turn in that iteration, and what arrived
+ * meanwhile (the COMMIT) is read right after. It spins (the loop runs
+ * nothing else) at least until min_ns and until the test says go, once. */
+typedef struct blocker {
+    uv_prepare_t h;
+    uint64_t min_ns;
+    atomic_bool started, go, done;
+    uint64_t t_start, t_end; /* tm_mono_ns(): CLOCK_MONOTONIC, as uv_hrtime() */
+} blocker_t;
+
+static void block_loop(uv_prepare_t *h)
+{
+    blocker_t *b = h->data;
+    b->t_start = tm_mono_ns();
+    atomic_store(&b->started, true);
+    uint64_t bound = b->t_start + (uint64_t)WAIT_MS * 1000000u;
+    while ((tm_mono_ns() < b->min_ns || !atomic_load(&b->go)) && tm_mono_ns() < bound) {
+    }
+    b->t_end = tm_mono_ns();
+    uv_close((uv_handle_t *)h, NULL);
+    atomic_store(&b->done, true);
+}
+
+static int install_blocker(arp_t *p, void *arg)
+{
+    blocker_t *b = arg;
+    uv_prepare_init(arp_loop(p), &b->h);
+    b->h.data = b;
+    return uv_prepare_start(&b->h, block_loop);
+}
+
+/* Poll (bounded) for a flag the agents' loop sets. */
+static void wait_flag(atomic_bool *f, const char *what)
+{
+    uint64_t deadline = tm_mono_ns() + (uint64_t)WAIT_MS * 1000000u;
+    while (!atomic_load(f)) {
+        cr_assert_lt(tm_mono_ns(), deadline, "%s never happened", what);
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling a flag, with a deadline */
+    }
+}
+
+/* Two agents on one loop, both held for a round whose limit passes while
+ * their loop is blocked (three limits long); the COMMIT comes during the
+ * block, after the limit, and is read in the same turn of the loop as the
+ * block ends, before the limit's timer could run again. The hold cannot
+ * end while nothing runs, but it ends at the loop's first chance (within
+ * the slack of the block's end), before the COMMIT is looked at: the
+ * COMMIT is ignored (no tag), the record says honestly how long the writes
+ * were held and how late they went, and the next round works. */
+Test(agent_group_replay, a_blocked_loop_releases_at_its_first_chance_and_ignores_the_late_commit)
+{
+    enum { N = 2, HOLD_MS = 300, ROUND = 7 };
+    const uint64_t slack_ns = 50u * 1000000u; /* the loop's first turn after the block, sanitizers included */
+    start(N, "rate=512k,bs=4k:3,16k:1,duration=100000", NULL, NULL);
+    uint64_t s7[N], s8[N];
+    prepare_all(N, ROUND, WIRE_TAG_CRASH, HOLD_MS, s7);
+
+    static blocker_t b;
+    b.min_ns = tm_mono_ns() + 3u * HOLD_MS * 1000000ull;
+    atomic_store(&b.started, false);
+    atomic_store(&b.go, false);
+    atomic_store(&b.done, false);
+    cr_assert_eq(arp_call(agents, install_blocker, &b), 0);
+    wait_flag(&b.started, "the agents' loop running the blocker");
+    /* Held at ingest, so ingest sends the COMMITs: they wait in the agents'
+     * sockets until the loop polls again, long after the limit. */
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(its_group_commit(srv, names[i], ROUND), 0);
+    atomic_store(&b.go, true);
+    wait_flag(&b.done, "the blocker's end");
+    cr_assert_geq(b.t_end, b.min_ns);
+
+    for (unsigned i = 0; i < N; i++) {
+        agent_client_stats_t st;
+        WAIT_STATS(i, st, st.rounds_timed_out + st.rounds_committed == 1);
+        cr_assert_eq(st.rounds_committed, 0, "m%u took the COMMIT that came after its hold limit", i);
+        cr_assert_eq(st.rounds_late, 1, "m%u: a release past the limit not counted as late", i);
+        agent_round_rec_t rec;
+        cr_assert_eq(arp_rounds(agents, i, &rec, 1), 1);
+        cr_assert_eq(rec.round, ROUND);
+        cr_assert_eq(rec.outcome, AGENT_ROUND_TIMED_OUT);
+        uint64_t held_from = rec.released_ns - rec.hold_us * 1000u;
+        fprintf(stderr, "m%u: held %.3f ms, released %.3f ms past the limit, %.3f ms after the loop ran again\n", i,
+                rec.hold_us / 1000.0, rec.late_us / 1000.0, ((double)rec.released_ns - (double)b.t_end) / 1e6);
+        cr_assert_lt(held_from, b.t_start, "m%u: the hold had not started when the loop blocked", i);
+        /* nothing can release while the loop runs nothing ... */
+        cr_assert_geq(rec.released_ns, b.t_end, "m%u released while its loop was blocked?", i);
+        /* ... and the first thing it runs afterwards does */
+        cr_assert_leq(rec.released_ns - b.t_end, slack_ns, "m%u released %.3f ms after its loop ran again", i,
+                      (rec.released_ns - b.t_end) / 1e6);
+        /* the record is the truth: held across the block, late by all of
+         * it but the limit (give or take the release's own millisecond) */
+        cr_assert_geq(rec.hold_us * 1000u, b.t_end - b.t_start);
+        cr_assert_geq(rec.late_us * 1000u + 1000000u, rec.hold_us * 1000u - (uint64_t)HOLD_MS * 1000000u);
+        cr_assert_leq(rec.late_us * 1000u, rec.hold_us * 1000u - (uint64_t)HOLD_MS * 1000000u + 1000000u);
+        cr_assert_gt(rec.late_us, 2u * HOLD_MS * 1000u - slack_ns / 1000u);
+        cr_assert_geq(st.late_max_us, rec.late_us);
+    }
+    /* released: the next round holds and commits */
+    prepare_all(N, ROUND + 1, WIRE_TAG_CRASH, 5000, s8);
+    commit_all(N, ROUND + 1);
+    for (unsigned i = 0; i < N; i++) {
+        agent_client_stats_t st;
+        WAIT_STATS(i, st, st.rounds_committed == 1);
+        cr_assert_eq(st.rounds_late, 1);
+    }
+    finish_and_stop();
+    mtags_t *t = read_tags(N);
+    for (unsigned i = 0; i < N; i++) {
+        cr_assert_eq(tag_of(&t[i], ROUND), -1, "m%u: a tag for the round it released at its limit", i);
+        expect_tag_after(&t[i], i, ROUND + 1, s8[i]);
+    }
     tm_free(t);
 }
