@@ -522,7 +522,7 @@ static void bc_teardown(bc_run_t *b)
     }
     pts_close(b->pts);
     if (b->jnl)
-        jnl_close(b->jnl);
+        jnl_destroy(b->jnl); /* closes, then frees */
     for (unsigned i = 0; b->names && i < b->n; i++)
         tm_free(b->names[i]);
     tm_free(b->names);
