@@ -360,7 +360,7 @@ void agent_client_note_round(agent_client_t *c, const agent_round_rec_t *r)
     }
     if (r->hold_us > c->stats.hold_max_us)
         c->stats.hold_max_us = r->hold_us;
-    if (r->late_us > AGENT_HOLD_SLACK_MS * 1000u) {
+    if (r->late_us > 0) {
         c->stats.rounds_late++;
         if (r->late_us > c->stats.late_max_us)
             c->stats.late_max_us = r->late_us;

@@ -34,10 +34,6 @@
 #define AGENT_BACKOFF_MAX_MS 5000u
 #define AGENT_REFUSAL_LOG_MS 30000u /* a repeated refusal is logged at most this often */
 #define AGENT_MAX_WRITES 4u         /* RECORDS frames queued on the socket at once */
-/* A group round's writes released this long after its hold limit still count
- * as released on time (the loop's scheduling); later ones are counted as late
- * (agent_client_stats_t.rounds_late). */
-#define AGENT_HOLD_SLACK_MS 5u
 
 typedef struct agent_client agent_client_t;
 
@@ -110,10 +106,11 @@ typedef struct agent_client_stats {
     uint64_t rounds_timed_out; /* released without a tag: the hold limit passed without a decision */
     uint64_t rounds_failed;    /* never held: PREPARED failed (stopped, busy, a pre-script, ...) */
     uint64_t hold_max_us;      /* the longest hold of any round */
-    /* timed-out rounds whose hold limit the agent acted on more than
-     * AGENT_HOLD_SLACK_MS after it passed: the agent's loop did not run it
-     * in time (a blocked or overloaded loop); their holds are in the
-     * figures as they were, these say how many and how late */
+    /* timed-out rounds whose writes went after the hold limit itself: the
+     * agent acts on it a margin before it passes (WIRE_GROUP_HOLD_MARGIN_US),
+     * so these are rounds its loop did not run in time (blocked or
+     * overloaded); their holds are in the figures as they were, these say
+     * how many and how late */
     uint64_t rounds_late;
     uint64_t late_max_us;      /* the latest such release, past the limit */
 } agent_client_stats_t;

@@ -82,8 +82,9 @@ struct agent_quiesce {
     bool round_over;         /* decided here: no tag (abort, hold limit, session, failure) or tagged */
     agent_round_outcome_t outcome;
     uint64_t hold_start_ns;  /* uv_hrtime() at the hold; 0 while not held */
-    uint64_t hold_deadline_ns; /* hold_start_ns + the hold limit */
-    uint64_t late_ns;        /* timed out: how long after the deadline the agent got to act on it */
+    uint64_t hold_limit_ns;    /* hold_start_ns + the hold limit */
+    uint64_t hold_deadline_ns; /* when the agent acts on it: the limit less its margin (wire.h) */
+    uint64_t late_ns;        /* timed out: how long after the limit itself the agent got to act on it */
     /* The hold limit. The timer alone is not enough: it fires at the start
      * of a loop iteration, and an iteration may be long (a busy producer,
      * other agents on the same loop), so the deadline is also checked on
@@ -347,7 +348,7 @@ static void q_round_note(agent_quiesce_t *q, uint64_t round, uint8_t kind, agent
          * the agent took to act on the limit. */
         if (outcome == AGENT_ROUND_TIMED_OUT)
             r.late_us = q->late_ns / 1000u;
-        if (r.late_us > AGENT_HOLD_SLACK_MS * 1000u)
+        if (r.late_us > 0)
             tm_warn("group round %" PRIu64 ": writes held %.3f ms; the hold limit of %u ms was acted on %.3f ms "
                     "after it passed: the agent's loop did not run it in time (blocked or overloaded)",
                     round, r.hold_us / 1000.0, q->cur.hold_ms, r.late_us / 1000.0);
@@ -372,7 +373,7 @@ static void q_finish(agent_quiesce_t *q)
         q_hold_watch_stop(q);
         q_round_note(q, q->cur.id, q->cur.round_kind, q->outcome, q->hold_start_ns);
         q->hold_start_ns = 0;
-        q->hold_deadline_ns = 0;
+        q->hold_deadline_ns = q->hold_limit_ns = 0;
     } else if (q->pre_failed) {
         q->failed++;
         tm_error("tag '%s' (id %" PRIu64 "): no app tag: the pre-script failed (see above); writes went on "
@@ -415,7 +416,8 @@ static void q_hold(agent_quiesce_t *q)
         /* The clock starts with the hold: the drain counts against it. */
         q->hold_start_ns = uv_hrtime();
         q->late_ns = 0;
-        q->hold_deadline_ns = q->hold_start_ns + (uint64_t)q->cur.hold_ms * 1000000u;
+        q->hold_limit_ns = q->hold_start_ns + (uint64_t)q->cur.hold_ms * 1000000u;
+        q->hold_deadline_ns = q->hold_limit_ns - WIRE_GROUP_HOLD_MARGIN_US(q->cur.hold_ms) * 1000u;
         /* The loop's idea of now may be behind (it is taken once per
          * iteration): the timer may fire early, and then waits the rest
          * (q_on_hold_limit). */
@@ -487,7 +489,7 @@ static void q_expire(agent_quiesce_t *q)
 {
     char why[WIRE_MAX_TEXT + 1];
     uint64_t now = uv_hrtime();
-    q->late_ns = now > q->hold_deadline_ns ? now - q->hold_deadline_ns : 0;
+    q->late_ns = now > q->hold_limit_ns ? now - q->hold_limit_ns : 0;
     if (q->state == Q_DRAIN) {
         /* Not prepared yet: say so, the coordinator need not wait. */
         snprintf(why, sizeof why,

@@ -71,8 +71,10 @@
  * the producer sees a new write or an ack (agent_quiesce_poll). A loop that
  * runs nothing at all (blocked) still holds the writes until it runs
  * again: the round's record then shows the true hold, and how long after
- * the limit the writes went (agent_round_rec_t.late_us; more than
- * AGENT_HOLD_SLACK_MS is logged and counted as late). So is a round whose
+ * the limit the writes went (agent_round_rec_t.late_us, logged and
+ * counted as late). The agent acts on the limit a margin before it passes
+ * (WIRE_GROUP_HOLD_MARGIN_US: a tenth, at most 5 ms), so the loop's usual
+ * lateness keeps holds within it. So is a round whose
  * session ended (agent_quiesce_session_lost). A round is refused at once
  * (PREPARED failed, nothing held) when another round is open, when an app
  * tag or a STOP's final tag is being taken, or when the producer says it

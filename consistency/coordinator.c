@@ -368,7 +368,10 @@ static int cns_round(cns_group_t *g, bool app, uint64_t *id_out)
     uint32_t limit = app ? g->app_hold_ms : g->hold_ms;
     char name[WIRE_MAX_NAME + 1];
     snprintf(name, sizeof name, "%s-%" PRIu64, app ? "group-app" : "group", id);
-    uv_timer_start(&g->hold_t, on_hold_limit, limit, 0);
+    /* decided within the limit less twice its margin, so a COMMIT reaches
+     * each agent before it acts on the limit (wire.h) */
+    uint64_t decide_ms = ((uint64_t)limit * 1000u - 2 * WIRE_GROUP_HOLD_MARGIN_US(limit)) / 1000u;
+    uv_timer_start(&g->hold_t, on_hold_limit, decide_ms ? decide_ms : 1, 0);
     for (size_t i = 0; g->cur == r && i < r->m->n; i++) { /* an abort ends (and frees) r */
         int rc = ingest_group_prepare(c->ig, r->m->names[i], id, app ? WIRE_TAG_APP : WIRE_TAG_CRASH, limit, name,
                                       on_prepared, g);

@@ -52,6 +52,16 @@
  * hold limit is 1..WIRE_GROUP_MAX_HOLD_MS; a longer hold of a machine's
  * writes would outlast the time its applications give a disk. */
 #define WIRE_GROUP_MAX_HOLD_MS 60000u
+/*
+ * The margin of a hold limit of hold_ms, in microseconds: a tenth of it, at
+ * most 5 ms. An agent acts on its limit this much before it passes, so
+ * that the usual lateness of its loop (a timer fires a little after its
+ * time) keeps the hold within the limit; the coordinator decides a round
+ * within the limit less twice the margin, so a COMMIT sent in time reaches
+ * an agent before it acts (docs/agent-protocol.md, "Group rounds").
+ */
+#define WIRE_GROUP_HOLD_MARGIN_US(hold_ms) \
+    ((uint64_t)(hold_ms) * 100u < 5000u ? (uint64_t)(hold_ms) * 100u : 5000u)
 #define WIRE_GROUP_ROUND_LEN 8u      /* the GROUP_COMMIT and GROUP_ABORT bodies: u64 round */
 
 typedef enum wire_type {
