@@ -233,13 +233,9 @@ static int cli__groups_table(const json_t *answer)
         if (cli_table_add(t, cells) != 0)
             goto out_nomem;
     }
-    int rc = cli_table_print(t, stdout);
-    cli_table_free(t);
-    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_table_finish(t, true);
 out_nomem:
-    cli_table_free(t);
-    fprintf(stderr, "tidemark: out of memory\n");
-    return CLI_EXIT_FAIL;
+    return cli_table_finish(t, false);
 }
 
 static int cli__groups_one(const json_t *answer)
@@ -266,13 +262,12 @@ static int cli__groups_one(const json_t *answer)
         return CLI_EXIT_OK;
     static const char *const headers[] = {"ROUND", "KIND", "STATE", "PREPARE", "ROUND TIME", "REASON"};
     cli_table_t *t = cli_table_new(6, headers);
-    if (!t) {
-        fprintf(stderr, "tidemark: out of memory\n");
-        return CLI_EXIT_FAIL;
+    bool complete = t != NULL;
+    if (t) {
+        cli_table_align_right(t, 3);
+        cli_table_align_right(t, 4);
     }
-    cli_table_align_right(t, 3);
-    cli_table_align_right(t, 4);
-    for (size_t i = 0; i < json_array_size(hist) && i < CLI_GROUPS_SHOW_ROUNDS; i++) {
+    for (size_t i = 0; complete && i < json_array_size(hist) && i < CLI_GROUPS_SHOW_ROUNDS; i++) {
         const json_t *h = json_array_get(hist, i);
         char prep[24] = "-", rt[24] = "-";
         if (json_is_number(json_object_get(h, "prepare_ms")))
@@ -280,13 +275,10 @@ static int cli__groups_one(const json_t *answer)
         if (json_is_number(json_object_get(h, "round_ms")))
             snprintf(rt, sizeof rt, "%.1f ms", json_number_value(json_object_get(h, "round_ms")));
         const char *cells[] = {cli__s(h, "id"), cli__s(h, "kind"), cli__s(h, "state"), prep, rt, cli__s(h, "reason")};
-        if (cli_table_add(t, cells) != 0)
-            break;
+        complete = cli_table_add(t, cells) == 0;
     }
     printf("\n");
-    int rc = cli_table_print(t, stdout);
-    cli_table_free(t);
-    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_table_finish(t, complete);
 }
 
 /* The request of a's verb: its answer in *answer, or the exit status. */

@@ -113,13 +113,9 @@ static int cli__jobs_table(const json_t *answer)
         if (cli_table_add(t, cells) != 0)
             goto out_nomem;
     }
-    int rc = cli_table_print(t, stdout);
-    cli_table_free(t);
-    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_table_finish(t, true);
 out_nomem:
-    cli_table_free(t);
-    fprintf(stderr, "tidemark: out of memory\n");
-    return CLI_EXIT_FAIL;
+    return cli_table_finish(t, false);
 }
 
 static int cli__jobs_one(const json_t *answer)

@@ -165,14 +165,9 @@ static int cli__points_print(const json_t *answer, const cli_points_args_t *a)
         if (cli_table_add(t, cells) != 0)
             goto out_nomem;
     }
-    int rc = cli_table_print(t, stdout);
-    cli_table_free(t);
-    return rc == 0 && fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-
+    return cli_table_finish(t, true);
 out_nomem:
-    cli_table_free(t);
-    fprintf(stderr, "tidemark: out of memory\n");
-    return CLI_EXIT_FAIL;
+    return cli_table_finish(t, false);
 }
 
 int cli_cmd_points(int argc, char **argv)

@@ -114,14 +114,9 @@ static int cli__status_print(const json_t *health, const json_t *machines, const
         if (cli_table_add(t, cells) != 0)
             goto out_nomem;
     }
-    int rc = cli_table_print(t, stdout);
-    cli_table_free(t);
-    return rc == 0 && fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-
+    return cli_table_finish(t, true);
 out_nomem:
-    cli_table_free(t);
-    fprintf(stderr, "tidemark: out of memory\n");
-    return CLI_EXIT_FAIL;
+    return cli_table_finish(t, false);
 }
 
 int cli_cmd_status(int argc, char **argv)

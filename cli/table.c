@@ -1,6 +1,8 @@
 /* Column-aligned tables for people (table.h). */
 #include "cli/table.h"
 
+#include "cli/cmd.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -159,4 +161,15 @@ void cli_table_time(char *buf, size_t len, const char *t)
     /* Keep up to three digits, padding a shorter fraction, then the zone. */
     snprintf(buf, len, "%.*s.%.*s%.*s%s", (int)(dot - t), t, digits < 3 ? digits : 3, dot + 1,
              digits < 3 ? 3 - digits : 0, "000", end);
+}
+
+int cli_table_finish(cli_table_t *t, bool complete)
+{
+    int status = CLI_EXIT_FAIL;
+    if (!t || !complete)
+        fprintf(stderr, "tidemark: out of memory\n");
+    else if (cli_table_print(t, stdout) == 0 && fflush(stdout) == 0)
+        status = CLI_EXIT_OK;
+    cli_table_free(t);
+    return status;
 }

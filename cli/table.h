@@ -29,6 +29,11 @@ int cli_table_print(const cli_table_t *t, FILE *out);
 
 void cli_table_free(cli_table_t *t);
 
+/* The end of a command's table: print t on stdout when complete (every row
+ * was added; t may be NULL: out of memory), free it. CLI_EXIT_OK, or
+ * CLI_EXIT_FAIL when it could not be made or written (said on stderr). */
+int cli_table_finish(cli_table_t *t, bool complete);
+
 /* An RFC 3339 time from the API with its fraction cut to milliseconds
  * ("2026-11-27T10:00:01.123Z"); anything else is copied as it is. */
 void cli_table_time(char *buf, size_t len, const char *rfc3339);
