@@ -259,9 +259,10 @@ static void tgt__open(void *backend, nbd_open_t *op)
         /* a session's export: known on the loop, nothing to wait for */
         rc = tgt__session_open(x, test ? TGT_SESSION_TEST : TGT_SESSION_FAILOVER, j->machine, j->disk, op, j->msg,
                                sizeof j->msg);
-        if (rc == 0) {
+        if (rc == 0 || rc == TGT_OPEN_PARKED) {
             tm_free(j);
-            nbd_open_done(op, 0);
+            if (rc == 0)
+                nbd_open_done(op, 0);
             return;
         }
     }

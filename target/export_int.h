@@ -93,6 +93,14 @@ typedef enum tgt_session_kind {
 #define TGT_SESSION_SELECTOR 127u
 #define TGT_SESSION_MSG 1024u
 
+/* An open of a session's export that came while the session was starting:
+ * answered when the start ends (tgt__session_started). */
+typedef struct tgt_parked_open {
+    struct tgt_parked_open *next;
+    nbd_open_t *op;
+    char disk[WIRE_MAX_NAME + 1];
+} tgt_parked_open_t;
+
 typedef struct tgt_session {
     tgt_job_t job; /* the start */
     tgt_exports_t *x;
@@ -105,6 +113,7 @@ typedef struct tgt_session {
     tgt_test_cb cb;
     void *cb_arg;
     bool running; /* started; false while starting */
+    tgt_parked_open_t *parked; /* opens waiting for the start, newest first */
     bool ended;   /* stopped: refuses opens, frees itself with its last export */
     bool pinned;
     uint32_t mid;
@@ -185,7 +194,11 @@ void tgt__session_end(tgt_exports_t *x, tgt_session_t *t, bool remove);
  * in flight defers it to its done). */
 void tgt__session_unref_all(tgt_session_t *t);
 /* Open MACHINE/DISK@test or @failover into op (0; nbd_open_done is the
- * caller's) or fail with msg set. */
+ * caller's) or fail with msg set. While the session is starting (a
+ * failover just asked for, or served again after a restart) the open
+ * waits for it: TGT_OPEN_PARKED, and nbd_open_done comes when the start
+ * ends, so a client connecting a moment early is not turned away. */
+#define TGT_OPEN_PARKED 1
 int tgt__session_open(tgt_exports_t *x, tgt_session_kind_t kind, const char *machine, const char *disk,
                       nbd_open_t *op, char *msg, size_t len);
 /* The last release of a session's export. */

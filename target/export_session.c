@@ -210,6 +210,28 @@ static const char *tgt__at(const tgt_session_t *t, char *buf, size_t len)
     return buf;
 }
 
+/* Answer the opens that waited for t's start: rc 0, each opens as any
+ * would now; else each fails with why. Takes the list off t. */
+static void tgt__session_unpark(tgt_session_t *t, int rc, const char *why)
+{
+    tgt_parked_open_t *p = t->parked;
+    t->parked = NULL;
+    while (p) {
+        tgt_parked_open_t *next = p->next;
+        char msg[TGT_SESSION_MSG] = "";
+        int r = rc;
+        if (r == 0)
+            r = tgt__session_open(t->x, t->kind, t->machine, p->disk, p->op, msg, sizeof msg);
+        else
+            snprintf(msg, sizeof msg, "%s", why);
+        if (r && msg[0])
+            p->op->message = msg; /* copied by nbd_open_done */
+        nbd_open_done(p->op, r);
+        tm_free(p);
+        p = next;
+    }
+}
+
 void tgt__session_started(tgt_job_t *job)
 {
     tgt_session_t *t = tgt__container_of(job, tgt_session_t, job);
@@ -223,6 +245,7 @@ void tgt__session_started(tgt_job_t *job)
     if (rc) {
         char msg[TGT_SESSION_MSG];
         snprintf(msg, sizeof msg, "%s", t->msg);
+        tgt__session_unpark(t, rc == -ESHUTDOWN ? -ESHUTDOWN : -ENOENT, msg);
         tgt__session_undo(t);
         tm_warn("target: %s", msg);
         if (cb)
@@ -244,6 +267,7 @@ void tgt__session_started(tgt_job_t *job)
                 "%" PRIu64 " blocks of %u KiB written before)",
                 t->machine, tgt__at(t, at, sizeof at), t->ndisks, t->machine, t->dir, t->keep ? "reopened" : "new",
                 blocks, TGT_OV_BLOCK >> 10);
+    tgt__session_unpark(t, 0, NULL);
     if (cb)
         cb(arg, 0, t->seq, "");
 }
@@ -311,6 +335,18 @@ int tgt__session_open(tgt_exports_t *x, tgt_session_kind_t kind, const char *mac
 {
     const char *what = tgt__session_what(kind), *suffix = tgt__session_suffix(kind);
     tgt_session_t *t = tgt__session_find(x, kind, machine);
+    if (t && !t->running && !t->ended && op) {
+        tgt_parked_open_t *p = tm_calloc(1, sizeof *p);
+        if (!p) {
+            snprintf(msg, len, "out of memory");
+            return -ENOMEM;
+        }
+        p->op = op;
+        snprintf(p->disk, sizeof p->disk, "%s", disk);
+        p->next = t->parked;
+        t->parked = p;
+        return TGT_OPEN_PARKED;
+    }
     if (!t || !t->running) {
         snprintf(msg, len, "no %s of machine %s is %s: %s/%s@%s exists only while one runs", what, machine,
                  t ? "running yet (one is starting)" : "running", machine, disk, suffix);
