@@ -1,6 +1,7 @@
 /*
  * Replication groups and group points (points.h, "Replication groups").
- * Membership lives in memory (the configuration is its source); group
+ * Membership lives in memory (the coordinator sets it from the
+ * configuration and DATA/groups.json, and again on every change); group
  * points live in the index, "G" keys (keys.h), written with the members'
  * points they mark in one durable batch.
  */

@@ -249,7 +249,9 @@ typedef struct pts_group_def {
     size_t nmembers;
 } pts_group_def_t;
 
-/* Replace the groups the selectors know (copied). 0 or -ENOMEM. */
+/* Replace the groups the selectors know (copied; also while groups change:
+ * latest-multivm-* then takes only group points that hold every member a
+ * group has now, so all its members land on one round). 0 or -ENOMEM. */
 int pts_set_groups(pts_t *p, const pts_group_def_t *groups, size_t n);
 /* The group holding machine, into buf: 0, or TM_ENOTFOUND when in none. */
 int pts_machine_group(pts_t *p, const char *machine, char *buf, size_t len);
