@@ -380,8 +380,12 @@ static int cns_round(cns_group_t *g, bool app, uint64_t *id_out)
             g->refs++;
             continue;
         }
+        ingest_machine_info_t mi;
+        bool retired = rc == -ENOTCONN && ingest_machine_state(c->ig, r->m->names[i], &mi) == 0 && mi.retired;
         cns__abort(g, "member %s: %s", r->m->names[i],
-                   rc == -ENOTCONN || rc == TM_ECLOSED ? "its agent is not connected"
+                   retired ? "it was retired (its failover was committed) and replicates no more: take it out of "
+                             "the group"
+                   : rc == -ENOTCONN || rc == TM_ECLOSED ? "its agent is not connected"
                    : rc == TM_ENOTFOUND               ? "it has never connected to this appliance"
                                                       : tm_strerror(rc));
     }

@@ -325,6 +325,26 @@ Test(groups_api, the_groups_command_and_metrics)
               "%s", m);
     free(m);
 
+    /* m1 fails over for good: the group's rounds name it as retired */
+    static at_child_t fo;
+    at_spawn(&fo, (const char *[]){"failover", "m1", "--point", "latest-processed", "--api", ct_api, "--data", data,
+                                   NULL});
+    cr_assert_eq(at_finish(&fo, WAIT_MS), 0, "%s\n%s", fo.out, fo.err);
+    at_child_free(&fo);
+    at_spawn(&fo, (const char *[]){"commit", "m1", "--api", ct_api, "--data", data, NULL});
+    cr_assert_eq(at_finish(&fo, WAIT_MS), 0, "%s\n%s", fo.out, fo.err);
+    at_child_free(&fo);
+    bool named = false;
+    for (int i = 0; i < 300 && !named; i++) {
+        json_t *sg = ct_get_ok("/v1/groups/shop");
+        const char *reason =
+            json_string_value(json_object_get(json_object_get(json_object_get(sg, "group"), "last_round"), "reason"));
+        named = reason && strstr(reason, "member m1: it was retired");
+        json_decref(sg);
+        if (!named)
+            usleep(100 * 1000);
+    }
+    cr_assert(named, "no round named m1 as retired");
     cr_assert_eq(groups_cmd(&c, data, (const char *[]){"set", "shop", "m2", NULL}), 0, "%s", c.err);
     cr_assert(strstr(c.out, "members   m2\n"), "%s", c.out);
     at_child_free(&c);
