@@ -120,9 +120,15 @@ static void api__gchange(api_v1_t *a, tm_http_req_t *req, const char *name, json
         }
         if (rc == 0 && (rc = cns_group_put(a->cns, &d, flags | CNS_PUT_CHECK, err, sizeof err)) != 0)
             api__gchange_error(req, rc, err);
+        /* kept with every setting written out: a later build's defaults
+         * do not change a group made now */
+        json_t *full = rc == 0 ? cns_def_json(&d) : NULL;
         cns_def_free(&d);
-        if (rc) {
-            json_decref(def);
+        json_decref(def);
+        if (rc)
+            return;
+        if (!(def = full)) {
+            tm_http_reply_error(req, 500, "internal", "out of memory");
             return;
         }
     } else {

@@ -113,6 +113,8 @@ int cns_group_delete(cns_t *c, const char *name, char *err, size_t errlen);
  */
 int cns_def_parse(json_t *o, cns_group_cfg_t *out, char *err, size_t errlen);
 void cns_def_free(cns_group_cfg_t *d);
+/* d as a definition with every setting written out (defaults filled in). */
+json_t *cns_def_json(const cns_group_cfg_t *d);
 /* The definition of group, defaults filled in (a new reference), or NULL;
  * *configured (may be NULL) says where it comes from. */
 json_t *cns_group_def_json(cns_t *c, const char *group, bool *configured);

@@ -119,3 +119,17 @@ void cns_def_free(cns_group_cfg_t *d)
     d->members = NULL;
     d->nmembers = 0;
 }
+
+json_t *cns_def_json(const cns_group_cfg_t *d)
+{
+    json_t *members = json_array();
+    for (size_t i = 0; i < d->nmembers; i++)
+        json_array_append_new(members, json_string(d->members[i]));
+    uint64_t crash = d->crash_every_ns ? d->crash_every_ns : CNS_DEFAULT_CRASH_EVERY_NS;
+    uint64_t app = d->app_every_ns ? d->app_every_ns : CNS_DEFAULT_APP_EVERY_NS;
+    return json_pack("{s:s,s:o,s:o,s:o,s:i,s:i}", "name", d->name, "members", members, "crash_every_seconds",
+                     crash == UINT64_MAX ? json_null() : json_real((double)crash / 1e9), "app_every_seconds",
+                     app == UINT64_MAX ? json_null() : json_real((double)app / 1e9), "hold_ms",
+                     (int)(d->hold_ms ? d->hold_ms : CNS_DEFAULT_HOLD_MS), "app_hold_ms",
+                     (int)(d->app_hold_ms ? d->app_hold_ms : CNS_DEFAULT_APP_HOLD_MS));
+}

@@ -27,20 +27,13 @@ static json_t *cns_round_json(const cns_round_t *r)
     return o;
 }
 
-static json_t *cns_every_json(uint64_t ns)
-{
-    return ns == UINT64_MAX ? json_null() : json_real((double)ns / 1e9);
-}
-
 /* The definition part: what a client sends to make or change it. */
 static json_t *cns_def_of(const cns_group_t *g)
 {
-    json_t *members = json_array();
-    for (size_t i = 0; i < g->m->n; i++)
-        json_array_append_new(members, json_string(g->m->names[i]));
-    return json_pack("{s:s,s:o,s:o,s:o,s:i,s:i}", "name", g->name, "members", members, "crash_every_seconds",
-                     cns_every_json(g->crash_every_ns), "app_every_seconds", cns_every_json(g->app_every_ns),
-                     "hold_ms", (int)g->hold_ms, "app_hold_ms", (int)g->app_hold_ms);
+    cns_group_cfg_t d = {.name = g->name, .members = (const char *const *)g->m->names, .nmembers = g->m->n,
+                         .crash_every_ns = g->crash_every_ns, .app_every_ns = g->app_every_ns,
+                         .hold_ms = g->hold_ms, .app_hold_ms = g->app_hold_ms};
+    return cns_def_json(&d);
 }
 
 static json_t *cns_one_json(const cns_group_t *g)

@@ -146,6 +146,17 @@ Test(groups_api, make_change_restart_and_delete_while_rounds_run)
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "group"), "source")), "api");
     json_decref(j);
     expect("POST", "/v1/groups", "{\"name\":\"shop\",\"members\":[\"m3\"]}", 409, "conflict");
+    /* on disk with every setting written out */
+    char gpath[600];
+    snprintf(gpath, sizeof gpath, "%s/groups.json", data);
+    json_t *file = json_load_file(gpath, 0, NULL);
+    cr_assert_not_null(file);
+    const json_t *fg = json_array_get(json_object_get(file, "groups"), 0);
+    cr_assert_eq(json_integer_value(json_object_get(file, "version")), 1);
+    cr_assert_str_eq(json_string_value(json_object_get(fg, "name")), "shop");
+    cr_assert_eq(json_integer_value(json_object_get(fg, "app_hold_ms")), 10000, "%s", json_dumps(file, 0));
+    cr_assert_eq(json_integer_value(json_object_get(fg, "hold_ms")), 5000);
+    json_decref(file);
     cr_assert_str_eq(machine_group("m1"), "shop");
     wait_recorded("shop", 0);
     char members[256];
