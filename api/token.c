@@ -13,6 +13,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/file.h"
 
 static int token_path(const char *data_dir, const char *suffix, char *out, size_t len, char *err, size_t errlen)
 {
@@ -85,28 +86,11 @@ out_close:
     return rc;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A new token into DATA/api.token, atomically. */
 static int token_create(const char *data_dir, char out[TM_API_TOKEN_HEX + 1], char *err, size_t errlen)
 {
-    char path[PATH_MAX], tmp[PATH_MAX];
+    char path[PATH_MAX];
     int rc = token_path(data_dir, "", path, sizeof path, err, errlen);
-    if (rc == 0)
-        rc = token_path(data_dir, ".tmp", tmp, sizeof tmp, err, errlen);
     if (rc)
         return rc;
     uint8_t raw[TM_API_TOKEN_BYTES];
@@ -123,43 +107,15 @@ static int token_create(const char *data_dir, char out[TM_API_TOKEN_HEX + 1], ch
     }
     text[TM_API_TOKEN_HEX] = '\n';
 
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "%s: %s", tmp, tm_strerror(rc));
+    /* mode 0600 whatever the umask, also over a leftover temporary file */
+    rc = tm_file_replace(data_dir, TM_API_TOKEN_FILE, text, sizeof text, 0600);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, tm_strerror(rc));
         return rc;
     }
-    /* A umask cannot loosen this, but a leftover temporary file kept its mode. */
-    if (fchmod(fd, 0600) != 0 || (rc = write_all(fd, text, sizeof text)) != 0 || fsync(fd) != 0) {
-        rc = rc ? rc : -errno;
-        close(fd);
-        goto out_unlink;
-    }
-    if (close(fd) != 0) {
-        rc = -errno;
-        goto out_unlink;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = -errno;
-        goto out_unlink;
-    }
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        rc = -errno;
-        if (dfd >= 0)
-            close(dfd);
-        snprintf(err, errlen, "%s: fsync of the folder: %s", data_dir, tm_strerror(rc));
-        return rc;
-    }
-    close(dfd);
     memcpy(out, text, TM_API_TOKEN_HEX);
     out[TM_API_TOKEN_HEX] = '\0';
     return 0;
-
-out_unlink:
-    snprintf(err, errlen, "%s: %s", tmp, tm_strerror(rc));
-    unlink(tmp);
-    return rc;
 }
 
 int tm_api_token_load_or_create(const char *data_dir, char out[TM_API_TOKEN_HEX + 1], char *err, size_t errlen)

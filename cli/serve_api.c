@@ -12,6 +12,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/file.h"
 
 static bool cli__hex16(const char *s)
 {
@@ -23,7 +24,7 @@ static bool cli__hex16(const char *s)
 
 int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errlen)
 {
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", data_dir, CLI_APPLIANCE_ID_FILE);
     FILE *f = fopen(path, "r");
     if (f) {
@@ -43,25 +44,13 @@ int cli_appliance_id(const char *data_dir, char out[17], char *err, size_t errle
         return -errno;
     }
     /* First start: a random id, written whole or not at all. */
+    char text[18];
     snprintf(out, 17, "%016" PRIx64, tm_random_u64());
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int rc = 0;
-    if (fd < 0 || dprintf(fd, "%s\n", out) != 17 || fsync(fd) != 0)
-        rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -errno;
+    snprintf(text, sizeof text, "%s\n", out);
+    int rc = tm_file_replace(data_dir, CLI_APPLIANCE_ID_FILE, text, 17, 0644);
     if (rc) {
-        unlink(tmp);
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
+        snprintf(err, errlen, "cannot write %s: %s", path, tm_strerror(rc));
         return rc;
-    }
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
     }
     return 0;
 }
