@@ -145,6 +145,38 @@ static int pts__latest_app(pts_t *p, const char *machine, pts_point_t *out, char
     return 0;
 }
 
+/* The newest group point a member of group may fail over to: of the
+ * right kind, holding every member the group has now (after a change of
+ * members every member then lands on the same round; one made before a
+ * member left still covers the rest), and whole. The walk stops at the
+ * first: group points are newest first and few at the head are partial. */
+typedef struct pts__multivm_find {
+    const pts_machine_t *m;
+    const char *group;
+    bool app;
+    pts_point_t *out;
+    int rc;
+} pts__multivm_find_t;
+
+static int pts__multivm_visit(pts_t *p, pts_group_point_t *gp, void *arg)
+{
+    pts__multivm_find_t *f = arg;
+    int stop = 0;
+    if ((!f->app || gp->kind == PTS_KIND_APP) && pts__group_covers(p, f->group, gp) && pts__whole(p, gp)) {
+        for (size_t k = 0; k < gp->nmembers; k++) {
+            if (strcmp(gp->members[k].machine, f->m->name) == 0) {
+                f->rc = pts__point_at(p, f->m->id, gp->members[k].seq, f->out);
+                if (f->rc == TM_ENOTFOUND)
+                    f->rc = TM_ENOPOINT;
+                stop = f->rc == TM_ENOPOINT ? 0 : 1;
+                break;
+            }
+        }
+    }
+    tm_free(gp->members);
+    return stop;
+}
+
 /*
  * latest-multivm-processed / latest-multivm-app (architecture.md): a
  * member of a group gets its point of the newest whole group point (app:
@@ -164,29 +196,10 @@ static int pts__latest_multivm(pts_t *p, const pts_machine_t *m, bool app, pts_p
         *out = m->latest;
         return 0;
     }
-    /* newest first; a few rounds at most are partial at any time. Only a
-     * group point of every member the group has now will do: after a
-     * change of members every member then lands on the same round (one
-     * made before a member left still covers the rest). */
-    pts_group_point_t *v;
-    size_t n;
-    int rc = pts_group_points(p, group, 0, &v, &n);
-    if (rc)
-        return rc;
-    rc = TM_ENOPOINT;
-    for (size_t i = 0; i < n && rc == TM_ENOPOINT; i++) {
-        if (!v[i].whole || (app && v[i].kind != PTS_KIND_APP) || !pts__group_covers(p, group, &v[i]))
-            continue;
-        for (size_t k = 0; k < v[i].nmembers; k++) {
-            if (strcmp(v[i].members[k].machine, m->name) == 0) {
-                rc = pts__point_at(p, m->id, v[i].members[k].seq, out);
-                if (rc == TM_ENOTFOUND)
-                    rc = TM_ENOPOINT;
-                break;
-            }
-        }
-    }
-    pts_group_points_free(v, n);
+    pts__multivm_find_t f = {.m = m, .group = group, .app = app, .out = out, .rc = TM_ENOPOINT};
+    int rc = pts__group_walk(p, group, pts__multivm_visit, &f);
+    if (rc == 0)
+        rc = f.rc;
     if (rc == TM_ENOPOINT)
         snprintf(why, wl, "group %s (of machine %s) has no %sgroup point yet", group, m->name,
                  app ? "app-consistent " : "");

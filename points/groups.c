@@ -234,7 +234,7 @@ void pts_group_points_free(pts_group_point_t *v, size_t n)
 }
 
 /* Whether every member still has its multi-VM point. */
-static bool pts__whole(pts_t *p, const pts_group_point_t *gp)
+bool pts__whole(pts_t *p, const pts_group_point_t *gp)
 {
     for (size_t i = 0; i < gp->nmembers; i++) {
         uint32_t mid;
@@ -246,7 +246,7 @@ static bool pts__whole(pts_t *p, const pts_group_point_t *gp)
     return true;
 }
 
-int pts_group_points(pts_t *p, const char *group, size_t limit, pts_group_point_t **out, size_t *n)
+int pts__group_walk(pts_t *p, const char *group, pts__group_visit_fn fn, void *arg)
 {
     uint8_t lo[PTS_GKEY_MAX], hi[PTS_GKEY_MAX];
     size_t ll = pts__gkey(lo, group, false, 0);
@@ -255,36 +255,59 @@ int pts_group_points(pts_t *p, const char *group, size_t limit, pts_group_point_
     pts_iter_t *it = pts_iter_new(p->ix, lo, ll, hi, ll + 1);
     if (!it)
         return -ENOMEM;
-    pts_group_point_t *v = NULL;
-    size_t cnt = 0, cap = 0;
     int rc = 0;
     for (pts_iter_last(it); pts_iter_valid(it); pts_iter_prev(it)) {
         size_t kl, vl;
         const uint8_t *k = pts_iter_key(it, &kl);
         const uint8_t *val = pts_iter_value(it, &vl);
+        pts_group_point_t gp;
         if (kl != ll + 8) {
             rc = TM_ECORRUPT;
             break;
         }
-        if (cnt == cap && (rc = tm_grow((void **)&v, &cap, cnt + 1, sizeof *v)) != 0)
+        if ((rc = pts__gval_parse(val, vl, &gp)) != 0)
             break;
-        if ((rc = pts__gval_parse(val, vl, &v[cnt])) != 0)
-            break;
-        v[cnt].round = tm_get_be64(k + ll);
-        v[cnt].whole = pts__whole(p, &v[cnt]);
-        cnt++;
-        if (limit && cnt == limit)
+        gp.round = tm_get_be64(k + ll);
+        int r = fn(p, &gp, arg); /* takes gp.members */
+        if (r < 0)
+            rc = r;
+        if (r != 0)
             break;
     }
     if (rc == 0)
         rc = pts_iter_status(it);
     pts_iter_free(it);
+    return rc;
+}
+
+typedef struct pts__gcollect {
+    size_t limit;
+    pts_group_point_t *v;
+    size_t n, cap;
+} pts__gcollect_t;
+
+static int pts__gcollect(pts_t *p, pts_group_point_t *gp, void *arg)
+{
+    pts__gcollect_t *c = arg;
+    if (c->n == c->cap && tm_grow((void **)&c->v, &c->cap, c->n + 1, sizeof *c->v) != 0) {
+        tm_free(gp->members);
+        return -ENOMEM;
+    }
+    gp->whole = pts__whole(p, gp);
+    c->v[c->n++] = *gp;
+    return c->limit && c->n == c->limit ? 1 : 0;
+}
+
+int pts_group_points(pts_t *p, const char *group, size_t limit, pts_group_point_t **out, size_t *n)
+{
+    pts__gcollect_t c = {.limit = limit};
+    int rc = pts__group_walk(p, group, pts__gcollect, &c);
     if (rc) {
-        pts_group_points_free(v, cnt);
+        pts_group_points_free(c.v, c.n);
         return rc;
     }
-    *out = v;
-    *n = cnt;
+    *out = c.v;
+    *n = c.n;
     return 0;
 }
 

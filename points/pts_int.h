@@ -127,6 +127,13 @@ int pts__groups_retain(pts_t *p);
 void pts__groups_free(pts_t *p);
 /* Whether group point gp holds every machine now in group (pts_set_groups). */
 bool pts__group_covers(pts_t *p, const char *group, const pts_group_point_t *gp);
+/* Whether every member of gp still has its multi-VM point (index reads). */
+bool pts__whole(pts_t *p, const pts_group_point_t *gp);
+/* Each group point of group, newest first, to fn, which owns gp->members
+ * (whole not set: fn checks what it needs) and returns 0 for more, 1 to
+ * stop, or an error to stop with. 0, TM_ECORRUPT, -ENOMEM or fn's error. */
+typedef int (*pts__group_visit_fn)(pts_t *p, pts_group_point_t *gp, void *arg);
+int pts__group_walk(pts_t *p, const char *group, pts__group_visit_fn fn, void *arg);
 
 /* Load everything from the index at open (load.c). */
 int pts__load(pts_t *p, char *err, size_t errlen);
