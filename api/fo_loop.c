@@ -69,22 +69,13 @@ int fo_retire_agent(api_v1_t *a, const char *machine, const char *reason)
     return api_loop_call(a->loopq, loop_retire_agent, &f);
 }
 
-/* tgt_failover_start's end, on the loop: the call it belongs to ends,
- * with tgt's sentence in the call's message. */
-typedef struct fo_serve_call {
-    api_call_t *c;
-    fo_call_t *f;
-} fo_serve_call_t;
-
+/* tgt_failover_start's end, on the loop: the call it belongs to ends with
+ * tgt's sentence. It may come after the caller gave up (a shutdown), so it
+ * touches only the call, never the caller's fo_call_t. */
 static void on_served_msg(void *arg, int status, uint64_t seq, const char *msg)
 {
-    fo_serve_call_t *s = arg;
-    if (status && msg)
-        snprintf(s->f->msg, sizeof s->f->msg, "%s", msg);
-    api_call_t *c = s->c;
     (void)seq;
-    tm_free(s);
-    api_call_done(c, status);
+    api_call_done_msg(arg, status, status ? msg : NULL);
 }
 
 static void loop_serve(api_call_t *c, void *arg)
@@ -92,27 +83,19 @@ static void loop_serve(api_call_t *c, void *arg)
     fo_call_t *f = arg;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/failover", f->a->data_dir);
-    fo_serve_call_t *s = tm_malloc(sizeof *s);
-    if (!s) {
-        snprintf(f->msg, sizeof f->msg, "out of memory");
-        api_call_done(c, -ENOMEM);
-        return;
-    }
-    *s = (fo_serve_call_t){.c = c, .f = f};
-    int rc = tgt_failover_start(f->a->exports, f->machine, f->seq, dir, false, on_served_msg, s, f->msg,
+    int rc = tgt_failover_start(f->a->exports, f->machine, f->seq, dir, false, on_served_msg, c, f->msg,
                                 sizeof f->msg);
-    if (rc) {
-        tm_free(s);
-        api_call_done(c, rc);
-    }
+    if (rc)
+        api_call_done_msg(c, rc, f->msg);
 }
 
 int fo_serve(api_v1_t *a, const char *machine, uint64_t seq, char *err, size_t errlen)
 {
     fo_call_t f = {.a = a, .machine = machine, .seq = seq};
-    int rc = api_loop_call(a->loopq, loop_serve, &f);
+    char msg[API_CALL_MSG];
+    int rc = api_loop_call_msg(a->loopq, loop_serve, &f, msg, sizeof msg);
     if (rc)
-        snprintf(err, errlen, "%s", f.msg[0] ? f.msg : tm_strerror(rc));
+        snprintf(err, errlen, "%s", msg[0] ? msg : tm_strerror(rc));
     return rc;
 }
 

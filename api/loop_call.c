@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "base/mem.h"
 
@@ -15,6 +16,7 @@ struct api_call {
     int status;
     bool done;
     int refs; /* the caller's and the loop's; under q->mu */
+    char msg[API_CALL_MSG]; /* api_call_done_msg's, under q->mu: the call's, never the caller's memory */
 };
 
 struct api_loopq {
@@ -109,6 +111,13 @@ void api_loopq_close(api_loopq_t *q)
 
 int api_loop_call(api_loopq_t *q, api_call_fn fn, void *arg)
 {
+    return api_loop_call_msg(q, fn, arg, NULL, 0);
+}
+
+int api_loop_call_msg(api_loopq_t *q, api_call_fn fn, void *arg, char *msg, size_t len)
+{
+    if (msg && len)
+        msg[0] = '\0';
     api_call_t *c = tm_calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -129,20 +138,29 @@ int api_loop_call(api_loopq_t *q, api_call_fn fn, void *arg)
     while (!c->done && !q->closing)
         pthread_cond_wait(&q->cv, &q->mu);
     int status = c->done ? c->status : -ESHUTDOWN;
+    if (c->done && msg && len)
+        snprintf(msg, len, "%s", c->msg);
     call_unref(c);
     loopq_unref(q); /* unlocks */
     return status;
 }
 
-void api_call_done(api_call_t *c, int status)
+void api_call_done_msg(api_call_t *c, int status, const char *msg)
 {
     api_loopq_t *q = c->q;
     pthread_mutex_lock(&q->mu);
     if (!c->done) {
         c->status = status;
         c->done = true;
+        if (msg)
+            snprintf(c->msg, sizeof c->msg, "%s", msg);
         pthread_cond_broadcast(&q->cv);
     }
     call_unref(c);
     loopq_unref(q);
+}
+
+void api_call_done(api_call_t *c, int status)
+{
+    api_call_done_msg(c, status, NULL);
 }

@@ -34,7 +34,15 @@ void api_loopq_close(api_loopq_t *q);
 /* From any thread but the loop's: run fn(c, arg) on the loop and wait for
  * api_call_done(c, status); returns status, or -ESHUTDOWN. */
 int api_loop_call(api_loopq_t *q, api_call_fn fn, void *arg);
+/* The same, with the call's message (api_call_done_msg) copied into msg
+ * (len bytes; "" when none). A fn that ends its call later, from a
+ * callback of its own, must say why through the call and not through arg:
+ * after a shutdown the caller has returned and arg may be gone. */
+#define API_CALL_MSG 512u
+int api_loop_call_msg(api_loopq_t *q, api_call_fn fn, void *arg, char *msg, size_t len);
 /* On the loop: the call's end. Exactly once per call. */
 void api_call_done(api_call_t *c, int status);
+/* The same with a sentence for the caller (copied; NULL: none). */
+void api_call_done_msg(api_call_t *c, int status, const char *msg);
 
 #endif
