@@ -141,6 +141,8 @@ json_t *cns_store_with(json_t *defs, const char *name, json_t *def);
  *   "hold_ms", "app_hold_ms", "rounds": {"committed", "recorded",
  *   "aborted"}, "last_round": round | null, "history": [round...]}] */
 json_t *cns_groups_json(cns_t *c);
+/* Whether there is a group of that name (NULL c: none). */
+bool cns_has_group(cns_t *c, const char *name);
 /* One group, or NULL when there is no such group. */
 json_t *cns_group_json(cns_t *c, const char *group);
 

@@ -263,11 +263,16 @@ static void cns_commit(cns_group_t *g)
     r->state = R_COMMITTED;
     g->n_committed++;
     g->cur = NULL;
-    cns_rec_t *k = cns_rec_new(g, r);
+    /* a member that did not get the commit appends no tag: nothing to wait for */
+    cns_rec_t *k = r->reason[0] ? NULL : cns_rec_new(g, r);
     if (!k) {
         r->state = R_UNRECORDED;
+        r->ended_ns = tm_mono_ns();
         g->n_unrecorded++;
-        snprintf(r->reason, sizeof r->reason, "out of memory for its recording");
+        if (!r->reason[0])
+            snprintf(r->reason, sizeof r->reason, "out of memory for its recording");
+        tm_warn("consistency: group %s: round %" PRIu64 " committed but made no group point: %s", g->name, r->id,
+                r->reason);
     }
     cns_archive(g, r);
     tm_free(r);

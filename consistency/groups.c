@@ -55,6 +55,11 @@ cns_group_t *cns__find(cns_t *c, const char *name)
     return NULL;
 }
 
+bool cns_has_group(cns_t *c, const char *name)
+{
+    return cns__find(c, name) != NULL;
+}
+
 void cns__group_unref(cns_group_t *g)
 {
     if (--g->refs)
