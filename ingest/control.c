@@ -138,9 +138,7 @@ int ig_control_target(ingest_t *ig, const char *machine, ig_machine_t **out, ig_
     return 0;
 }
 
-/* Send b on c; a session we cannot write to is of no use: the agent
- * reconnects. */
-static int ig__send_request(ig_conn_t *c, const wire_buf_t *b, const char *what)
+int ig_send_request(ig_conn_t *c, const wire_buf_t *b, const char *what)
 {
     int rc = ig_conn_send(c, b);
     if (rc != 0 && c->state == IG_ST_STREAM)
@@ -154,7 +152,7 @@ static int ig__send_stop(ig_conn_t *c)
     wire_buf_t b = {0};
     int rc = wire_enc_stop(&b, m->stop_id, m->stop_name, m->stop_reason) == 0 ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = ig__send_request(c, &b, "STOP");
+        rc = ig_send_request(c, &b, "STOP");
     wire_buf_free(&b);
     return rc;
 }
@@ -164,7 +162,7 @@ static int ig__send_resume(ig_conn_t *c)
     wire_buf_t b = {0};
     int rc = wire_enc_resume(&b, "") == 0 ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = ig__send_request(c, &b, "RESUME");
+        rc = ig_send_request(c, &b, "RESUME");
     wire_buf_free(&b);
     return rc;
 }
@@ -204,7 +202,7 @@ int ingest_request_tag(ingest_t *ig, const char *machine, uint8_t tag_kind, uint
         return TM_ECLOSED;
     rc = wire_enc_tag_request(&b, tag_kind, id, name);
     if (rc == 0)
-        rc = ig__send_request(c, &b, "a tag request");
+        rc = ig_send_request(c, &b, "a tag request");
     wire_buf_free(&b);
     if (rc != 0)
         return rc;

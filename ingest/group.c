@@ -178,16 +178,6 @@ static bool ig__grp_refused(const ig_machine_t *m, char *why, size_t len)
     return false;
 }
 
-/* A frame on c; a session we cannot write to is of no use: the agent
- * reconnects (and its round, if any, ends with the session). */
-static int ig__grp_send(ig_conn_t *c, const wire_buf_t *b, const char *what)
-{
-    int rc = ig_conn_send(c, b);
-    if (rc != 0 && c->state == IG_ST_STREAM)
-        ig_conn_fail(c, WIRE_E_INTERNAL, "cannot send %s: %s", what, tm_strerror(rc));
-    return rc;
-}
-
 int ingest_group_prepare(ingest_t *ig, const char *machine, uint64_t round, uint8_t kind, uint32_t hold_ms,
                          const char *name, ingest_prepared_cb cb, void *arg)
 {
@@ -233,7 +223,7 @@ int ingest_group_prepare(ingest_t *ig, const char *machine, uint64_t round, uint
     snprintf(p.name, sizeof p.name, "%s", name);
     rc = wire_enc_group_prepare(&b, &p) == 0 ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = ig__grp_send(c, &b, "GROUP_PREPARE");
+        rc = ig_send_request(c, &b, "GROUP_PREPARE");
     wire_buf_free(&b);
     if (rc) {
         tm_free(k);
@@ -272,7 +262,7 @@ int ingest_group_commit(ingest_t *ig, const char *machine, uint64_t round)
     wire_buf_t b = {0};
     rc = wire_enc_group_commit(&b, round) == 0 ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = ig__grp_send(c, &b, "GROUP_COMMIT");
+        rc = ig_send_request(c, &b, "GROUP_COMMIT");
     wire_buf_free(&b);
     if (rc)
         return rc; /* the session failed: the agent ends the round with it */
@@ -300,7 +290,7 @@ int ingest_group_abort(ingest_t *ig, const char *machine, uint64_t round)
     wire_buf_t b = {0};
     rc = wire_enc_group_abort(&b, round) == 0 ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = ig__grp_send(c, &b, "GROUP_ABORT");
+        rc = ig_send_request(c, &b, "GROUP_ABORT");
     wire_buf_free(&b);
     return rc;
 }

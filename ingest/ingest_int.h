@@ -221,6 +221,10 @@ const ingest_reg_entry_t *ig_registry_lookup(ingest_t *ig, const char *name);
 
 /* control.c */
 const ig_retired_t *ig_retired_find(const ingest_t *ig, const char *name);
+/* Send a request frame (what names it in the error) on c; a session we
+ * cannot write to is of no use: it fails, and the agent reconnects (a
+ * group round it was in ends with the session). */
+int ig_send_request(ig_conn_t *c, const wire_buf_t *b, const char *what);
 /* The options' retired machines, after the rebuild; 0, TM_EINVAL or -ENOMEM
  * with err filled. */
 int ig_retired_init(ingest_t *ig, const ingest_options_t *opts, char *err, size_t errlen);
