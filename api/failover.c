@@ -41,6 +41,10 @@ typedef struct fo_job {
     char out[4096];  /* raw images into this folder too; "" = none */
     size_t n;
     fo_machine_t *ms;
+    /* a multi-VM selector: the group round the first member of a group
+     * resolved to, which every other member of that group takes too */
+    char round_group[PTS_MAX_GROUP_NAME + 1];
+    uint64_t round;
 } fo_job_t;
 
 static void fo_free(void *arg)
@@ -86,7 +90,44 @@ static int fo_resolve(fo_job_t *f, const char *machine, const char *selector, pt
                                                            : tm_strerror(rc));
         return rc;
     }
-    return pts_resolve(f->a->pts, machine, selector, pt, why, whylen);
+    if (strncmp(selector, "latest-multivm-", 15) != 0)
+        return pts_resolve(f->a->pts, machine, selector, pt, why, whylen);
+    /* Members of one group resolved one after another could land on
+     * different rounds when one is recorded in between: the first fixes
+     * the round, the others take their point of that same round. */
+    char group[PTS_MAX_GROUP_NAME + 1];
+    if (pts_machine_group(f->a->pts, machine, group, sizeof group) != 0)
+        return pts_resolve(f->a->pts, machine, selector, pt, why, whylen);
+    if (!f->round || strcmp(group, f->round_group) != 0) {
+        int rc = pts_resolve(f->a->pts, machine, selector, pt, why, whylen);
+        if (rc == 0 && !f->round) {
+            snprintf(f->round_group, sizeof f->round_group, "%s", group);
+            f->round = pt->tag_id; /* a group point's member point carries the round as its tag id */
+        }
+        return rc;
+    }
+    pts_group_point_t *v;
+    size_t n;
+    int rc = pts_group_points(f->a->pts, group, 0, &v, &n);
+    if (rc)
+        return rc;
+    rc = TM_ENOPOINT;
+    for (size_t i = 0; i < n && rc == TM_ENOPOINT; i++) {
+        if (v[i].round != f->round)
+            continue;
+        for (size_t k = 0; k < v[i].nmembers; k++) {
+            if (strcmp(v[i].members[k].machine, machine) == 0) {
+                char id[24];
+                snprintf(id, sizeof id, "%" PRIu64, v[i].members[k].seq);
+                rc = pts_resolve(f->a->pts, machine, id, pt, why, whylen);
+            }
+        }
+    }
+    pts_group_points_free(v, n);
+    if (rc == TM_ENOPOINT && !why[0])
+        snprintf(why, whylen, "group %s's round %" PRIu64 ", which the other members fail over to, has no point of "
+                 "machine %s (it joined the group later)", group, f->round, machine);
+    return rc;
 }
 
 /* The machine as the points stage knows it; fails the machine when unknown. */
