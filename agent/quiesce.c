@@ -85,6 +85,7 @@ struct agent_quiesce {
     uint64_t hold_limit_ns;    /* hold_start_ns + the hold limit */
     uint64_t hold_deadline_ns; /* when the agent acts on it: the limit less its margin (wire.h) */
     uint64_t late_ns;        /* timed out: how long after the limit itself the agent got to act on it */
+    uint64_t expired_ns;     /* timed out: when it acted (the release's moment, for hold and late alike) */
     /* The hold limit. The timer alone is not enough: it fires at the start
      * of a loop iteration, and an iteration may be long (a busy producer,
      * other agents on the same loop), so the deadline is also checked on
@@ -340,7 +341,12 @@ static void q_round_note(agent_quiesce_t *q, uint64_t round, uint8_t kind, agent
 {
     agent_round_rec_t r = {.round = round, .kind = kind, .outcome = (uint8_t)outcome};
     if (hold_start_ns) {
-        uint64_t now = uv_hrtime();
+        /* a timed-out crash round: measured at the moment the agent acted
+         * (and released), as its lateness is, not after the release's own
+         * work; an app round holds on through its post-script */
+        uint64_t now = outcome == AGENT_ROUND_TIMED_OUT && kind == WIRE_TAG_CRASH && q->expired_ns
+                           ? q->expired_ns
+                           : uv_hrtime();
         r.hold_us = (now - hold_start_ns) / 1000u;
         r.released_ns = now;
         /* An app round's post-script runs with the writes held, after the
@@ -415,7 +421,7 @@ static void q_hold(agent_quiesce_t *q)
     if (q->cur.what == RQ_ROUND) {
         /* The clock starts with the hold: the drain counts against it. */
         q->hold_start_ns = uv_hrtime();
-        q->late_ns = 0;
+        q->late_ns = q->expired_ns = 0;
         q->hold_limit_ns = q->hold_start_ns + (uint64_t)q->cur.hold_ms * 1000000u;
         q->hold_deadline_ns = q->hold_limit_ns - WIRE_GROUP_HOLD_MARGIN_US(q->cur.hold_ms) * 1000u;
         /* The loop's idea of now may be behind (it is taken once per
@@ -490,6 +496,7 @@ static void q_expire(agent_quiesce_t *q)
     char why[WIRE_MAX_TEXT + 1];
     uint64_t now = uv_hrtime();
     q->late_ns = now > q->hold_limit_ns ? now - q->hold_limit_ns : 0;
+    q->expired_ns = now;
     if (q->state == Q_DRAIN) {
         /* Not prepared yet: say so, the coordinator need not wait. */
         snprintf(why, sizeof why,
